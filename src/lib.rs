@@ -1,0 +1,30 @@
+//! posthook: outgoing webhooks for an unmodified Mattermost server, from a proxy in front of it.
+//!
+//! ```text
+//!  client ──► posthook (Pingora) ──────────────────────────► Mattermost
+//!               │ POST /api/v4/posts: copy body, 201 → job        ▲
+//!               ▼                                                 │ look-ups, replies
+//!            dispatch (bounded queue) ─► rules ─► webhook ──► reply (bot token)
+//! ```
+//!
+//! Data flows config → rules → proxy (observe) → dispatch (queue) → webhook (call) →
+//! reply (translate) → mattermost (look-ups, post).
+//!
+//! # Layout
+//! - [`config`]: YAML file model, `${NAME}` substitution, validation with file:line:col errors.
+//! - [`rules`]: first-word extraction and the compiled hook index (pure).
+//! - [`proxy`]: the Pingora `ProxyHttp`: passthrough, observation, fail-open.
+//! - [`dispatch`]: background service: bounded queue, look-ups, concurrent deliveries.
+//! - [`webhook`]: byte-exact payload encoding and the SSRF-guarded HTTP client.
+//! - [`mattermost`]: REST client with bounded, coalescing look-up caches.
+//! - [`stats`]: counters for every outcome.
+//! - [`app`]: wiring; the seam the binary, tests and benches use.
+
+pub mod app;
+pub mod config;
+pub mod dispatch;
+pub mod mattermost;
+pub mod proxy;
+pub mod rules;
+pub mod stats;
+pub mod webhook;

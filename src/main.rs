@@ -1,0 +1,55 @@
+//! The `posthook` binary: parse arguments, load the config, run the server.
+//!
+//! ```text
+//! posthook -c posthook.yaml        # run until SIGTERM (graceful) or SIGINT (fast)
+//! posthook -c posthook.yaml -t     # check the config and exit
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use posthook::config::Config;
+
+/// Outgoing webhooks for Mattermost, from a proxy in front of it.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// The YAML configuration file.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: PathBuf,
+    /// Check the configuration and exit.
+    #[arg(short = 't', long = "test")]
+    test: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    if args.test {
+        println!("config ok: {} hooks", config.hooks.len());
+        return ExitCode::SUCCESS;
+    }
+    match posthook::app::build(&config, posthook::app::Options::default()) {
+        Ok((server, _handle)) => {
+            log::info!(
+                "posthook listening on {} for {} with {} hooks",
+                config.listen,
+                config.upstream.base_url,
+                config.hooks.len()
+            );
+            server.run_forever()
+        }
+        Err(e) => {
+            eprintln!("posthook: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! Mattermost: the REST client posthook uses toward the upstream, always with the bot token
+//! (`Authorization: Bearer`), never with a user's credentials.
+//!
+//! Look-ups (channel, team, user, the bot itself) go through bounded caches with expiry;
+//! concurrent look-ups of one key are coalesced into one request, and failures are not cached.
+//! Only API v4 endpoints that exist are called (see the spec §6.3).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::future::Cache;
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::stats::Stats;
+
+/// A channel, as far as webhooks need it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Channel {
+    pub id: String,
+    #[serde(default)]
+    pub team_id: String,
+    /// `O` public, `P` private, `D` direct, `G` group.
+    #[serde(rename = "type", default)]
+    pub channel_type: String,
+    #[serde(default)]
+    pub name: String,
+}
+
+/// A team, as far as webhooks need it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Team {
+    pub id: String,
+    /// The URL slug, sent as `team_domain`.
+    #[serde(default)]
+    pub name: String,
+}
+
+/// A user, as far as webhooks need it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    #[serde(default)]
+    pub username: String,
+}
+
+/// Why a call to the upstream failed.
+#[derive(Debug, Error)]
+pub enum ApiError {
+    #[error("{0:?} is not a Mattermost id")]
+    InvalidId(String),
+    #[error("request failed: {0}")]
+    Transport(String),
+    #[error("HTTP {status}: {id}: {message}")]
+    Status {
+        status: u16,
+        /// The AppError id, e.g. `api.post.create_post.root_id.app_error`.
+        id: String,
+        message: String,
+    },
+    #[error("unexpected answer: {0}")]
+    Decode(String),
+}
+
+/// Mattermost ids are 26 lower-case letters and digits; anything that could change the
+/// request path is refused before it reaches a URL.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// The upstream REST client. Cheap to clone.
+#[derive(Clone)]
+pub struct MattermostClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base_url: String,
+    auth: String,
+    stats: Arc<Stats>,
+    channels: Cache<String, Arc<Channel>>,
+    teams: Cache<String, Arc<Team>>,
+    users: Cache<String, Arc<User>>,
+    me: Cache<(), Arc<User>>,
+}
+
+impl MattermostClient {
+    /// A client for `base_url` (no trailing slash) authenticating with `bot_token`.
+    pub fn new(
+        base_url: &str,
+        bot_token: &str,
+        timeout: Duration,
+        cache_ttl: Duration,
+        cache_max_entries: u64,
+        stats: Arc<Stats>,
+    ) -> Result<MattermostClient, ApiError> {
+        crate::webhook::init_tls();
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("posthook/", env!("CARGO_PKG_VERSION")))
+            .no_proxy()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .pool_max_idle_per_host(16)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| ApiError::Transport(e.to_string()))?;
+        fn cache<V: Clone + Send + Sync + 'static, K>(ttl: Duration, max: u64) -> Cache<K, V>
+        where
+            K: std::hash::Hash + Eq + Send + Sync + 'static,
+        {
+            Cache::builder().max_capacity(max).time_to_live(ttl).build()
+        }
+        Ok(MattermostClient {
+            inner: Arc::new(Inner {
+                http,
+                base_url: base_url.to_string(),
+                auth: format!("Bearer {bot_token}"),
+                stats,
+                channels: cache(cache_ttl, cache_max_entries),
+                teams: cache(cache_ttl, cache_max_entries),
+                users: cache(cache_ttl, cache_max_entries),
+                me: cache(cache_ttl.max(Duration::from_secs(300)), 1),
+            }),
+        })
+    }
+
+    /// `GET /api/v4/channels/{id}`, cached.
+    pub async fn channel(&self, id: &str) -> Result<Arc<Channel>, Arc<ApiError>> {
+        let path = format!("/api/v4/channels/{id}");
+        self.cached(&self.inner.channels, id, path).await
+    }
+
+    /// `GET /api/v4/teams/{id}`, cached.
+    pub async fn team(&self, id: &str) -> Result<Arc<Team>, Arc<ApiError>> {
+        let path = format!("/api/v4/teams/{id}");
+        self.cached(&self.inner.teams, id, path).await
+    }
+
+    /// `GET /api/v4/users/{id}`, cached.
+    pub async fn user(&self, id: &str) -> Result<Arc<User>, Arc<ApiError>> {
+        let path = format!("/api/v4/users/{id}");
+        self.cached(&self.inner.users, id, path).await
+    }
+
+    /// `GET /api/v4/users/me`: the bot account itself, cached.
+    pub async fn me(&self) -> Result<Arc<User>, Arc<ApiError>> {
+        Stats::inc(&self.inner.stats.lookups);
+        let fetched = AtomicBool::new(false);
+        let result = self
+            .inner
+            .me
+            .try_get_with((), async {
+                fetched.store(true, Ordering::Relaxed);
+                self.get_json::<User>("/api/v4/users/me")
+                    .await
+                    .map(Arc::new)
+            })
+            .await;
+        self.after_lookup(&result, &fetched);
+        result
+    }
+
+    async fn cached<V>(
+        &self,
+        cache: &Cache<String, Arc<V>>,
+        id: &str,
+        path: String,
+    ) -> Result<Arc<V>, Arc<ApiError>>
+    where
+        V: for<'de> Deserialize<'de> + Send + Sync + 'static,
+    {
+        Stats::inc(&self.inner.stats.lookups);
+        if !is_valid_id(id) {
+            Stats::inc(&self.inner.stats.lookup_failures);
+            return Err(Arc::new(ApiError::InvalidId(id.to_string())));
+        }
+        let fetched = AtomicBool::new(false);
+        let result = cache
+            .try_get_with(id.to_string(), async {
+                fetched.store(true, Ordering::Relaxed);
+                self.get_json::<V>(&path).await.map(Arc::new)
+            })
+            .await;
+        self.after_lookup(&result, &fetched);
+        result
+    }
+
+    fn after_lookup<T>(&self, result: &Result<T, Arc<ApiError>>, fetched: &AtomicBool) {
+        if fetched.load(Ordering::Relaxed) {
+            Stats::inc(&self.inner.stats.lookup_requests);
+        }
+        if result.is_err() {
+            Stats::inc(&self.inner.stats.lookup_failures);
+        }
+    }
+
+    async fn get_json<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Result<T, ApiError> {
+        let request = self
+            .inner
+            .http
+            .get(format!("{}{path}", self.inner.base_url))
+            .header(http::header::AUTHORIZATION, &self.inner.auth)
+            .header(http::header::ACCEPT, "application/json");
+        let response = request
+            .send()
+            .await
+            .map_err(|e| ApiError::Transport(e.without_url().to_string()))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| ApiError::Transport(e.without_url().to_string()))?;
+        if !status.is_success() {
+            return Err(app_error(status.as_u16(), &body));
+        }
+        serde_json::from_slice(&body).map_err(|e| ApiError::Decode(e.to_string()))
+    }
+
+    /// `POST path` with a JSON body; returns the decoded JSON answer.
+    pub async fn post_json(
+        &self,
+        path_and_query: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, ApiError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| ApiError::Decode(e.to_string()))?;
+        let response = self
+            .inner
+            .http
+            .post(format!("{}{path_and_query}", self.inner.base_url))
+            .header(http::header::AUTHORIZATION, &self.inner.auth)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::ACCEPT, "application/json")
+            .body(bytes)
+            .send()
+            .await
+            .map_err(|e| ApiError::Transport(e.without_url().to_string()))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| ApiError::Transport(e.without_url().to_string()))?;
+        if !status.is_success() {
+            return Err(app_error(status.as_u16(), &body));
+        }
+        serde_json::from_slice(&body).map_err(|e| ApiError::Decode(e.to_string()))
+    }
+}
+
+/// Reads an AppError body (`{"id","message",…}`) into [`ApiError::Status`].
+fn app_error(status: u16, body: &[u8]) -> ApiError {
+    #[derive(Deserialize, Default)]
+    struct AppError {
+        #[serde(default)]
+        id: String,
+        #[serde(default)]
+        message: String,
+    }
+    let e: AppError = serde_json::from_slice(body).unwrap_or_default();
+    ApiError::Status {
+        status,
+        id: e.id,
+        message: e.message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_that_could_change_the_path_are_refused() {
+        for (id, ok) in [
+            ("hawos4dqtby53pd64o4a4cmeoo", true),
+            ("me", true),
+            ("", false),
+            ("../users", false),
+            ("a/b", false),
+            ("a?b", false),
+            ("a b", false),
+            ("a%2F", false),
+        ] {
+            assert_eq!(is_valid_id(id), ok, "{id:?}");
+        }
+    }
+
+    #[test]
+    fn app_error_bodies_are_read() {
+        let e = app_error(
+            400,
+            br#"{"id":"api.post.create_post.root_id.app_error","message":"Invalid RootId parameter","status_code":400}"#,
+        );
+        assert_eq!(
+            e.to_string(),
+            "HTTP 400: api.post.create_post.root_id.app_error: Invalid RootId parameter"
+        );
+        assert_eq!(app_error(502, b"<html>").to_string(), "HTTP 502: : ");
+    }
+}

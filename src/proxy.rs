@@ -1,0 +1,347 @@
+//! Proxy: the Pingora `ProxyHttp` that passes every request to Mattermost untouched and
+//! watches post creation on the side.
+//!
+//! Only `POST /api/v4/posts` is observed. Its request body is copied (never held back) as it
+//! streams, up to a bound; at its end the channel id and first word decide cheaply whether any
+//! hook could match. Only then is the upstream's 201 body copied too, and once the response has
+//! been written to the client, [`ProxyHttp::logging`] hands it to the dispatcher without
+//! waiting. Every phase fails open: posthook's own problems are logged and counted, never
+//! turned into an error for the user.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use log::debug;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType, Result};
+use serde::Deserialize;
+
+use crate::config::Config;
+use crate::dispatch::{BodyEncoding, DispatchHandle, Job};
+use crate::rules::HookIndex;
+use crate::stats::Stats;
+
+/// The path whose `POST` creates a post.
+pub const POSTS_PATH: &str = "/api/v4/posts";
+
+/// The proxy application: immutable, shared by every request.
+pub struct Proxy {
+    peer: HttpPeer,
+    index: Arc<HookIndex>,
+    dispatch: DispatchHandle,
+    stats: Arc<Stats>,
+    max_inspected: usize,
+}
+
+/// Per-request state.
+#[derive(Default)]
+pub struct Ctx {
+    /// This is `POST /api/v4/posts`.
+    watching: bool,
+    /// Copy of the request body so far (empty once given up).
+    request_copy: BytesMut,
+    /// The request body decided that some hook could match.
+    interested: bool,
+    /// The 201's body is being copied.
+    capturing: bool,
+    encoding: Option<BodyEncoding>,
+    response_copy: BytesMut,
+    /// The whole 201 body was copied.
+    response_complete: bool,
+}
+
+impl Ctx {
+    fn give_up(&mut self) {
+        self.interested = false;
+        self.capturing = false;
+        self.request_copy = BytesMut::new();
+        self.response_copy = BytesMut::new();
+    }
+}
+
+/// What the request-side decision needs from the post being created.
+#[derive(Deserialize)]
+struct PostRequest<'a> {
+    #[serde(borrow, default)]
+    channel_id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    message: Option<Cow<'a, str>>,
+}
+
+impl Proxy {
+    /// Builds the proxy for `config`, sharing `index` and the dispatcher's queue.
+    pub fn new(
+        config: &Config,
+        index: Arc<HookIndex>,
+        dispatch: DispatchHandle,
+        stats: Arc<Stats>,
+    ) -> Proxy {
+        let up = &config.upstream;
+        let sni = if up.tls {
+            up.host.clone()
+        } else {
+            String::new()
+        };
+        let mut peer = HttpPeer::new((up.host.as_str(), up.port), up.tls, sni);
+        peer.options.connection_timeout = Some(config.server.upstream_connect_timeout);
+        peer.options.total_connection_timeout = Some(config.server.upstream_connect_timeout);
+        Proxy {
+            peer,
+            index,
+            dispatch,
+            stats,
+            max_inspected: config.limits.max_inspected_body_bytes,
+        }
+    }
+
+    /// Whether `body` (a whole `POST /api/v4/posts` request body) could trigger a hook.
+    pub fn request_could_match(&self, body: &[u8]) -> bool {
+        match serde_json::from_slice::<PostRequest>(body) {
+            Ok(p) => self
+                .index
+                .could_match(&p.channel_id, p.message.as_deref().unwrap_or("")),
+            Err(_) => false,
+        }
+    }
+
+    /// Appends `chunk` to `copy` unless that passes the bound; false once over it.
+    fn copy_bounded(&self, copy: &mut BytesMut, chunk: &[u8]) -> bool {
+        if copy.len() + chunk.len() > self.max_inspected {
+            return false;
+        }
+        copy.extend_from_slice(chunk);
+        true
+    }
+}
+
+/// Appends the client address to `X-Forwarded-For` and sets `X-Forwarded-Proto` when absent,
+/// as nginx's recommended Mattermost config does (`$proxy_add_x_forwarded_for`, `$scheme`);
+/// an `X-Forwarded-Proto` set by a front proxy (nginx terminating TLS) is kept.
+pub fn add_forwarded_headers(req: &mut RequestHeader, client: Option<&PingoraAddr>) -> Result<()> {
+    if let Some(ip) = client.and_then(|a| a.as_inet()).map(|a| a.ip()) {
+        let value = match req
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
+            _ => ip.to_string(),
+        };
+        req.insert_header("X-Forwarded-For", value)?;
+    }
+    if !req.headers.contains_key("x-forwarded-proto") {
+        req.insert_header("X-Forwarded-Proto", "http")?;
+    }
+    Ok(())
+}
+
+/// The body of the 502 clients get when Mattermost cannot be reached: an AppError, because
+/// Mattermost's clients parse error bodies as JSON.
+pub fn app_error_body(status: u16, id: &str, message: &str) -> Bytes {
+    Bytes::from(
+        serde_json::json!({
+            "id": id,
+            "message": message,
+            "detailed_error": "",
+            "request_id": "",
+            "status_code": status,
+            "is_oauth": false,
+        })
+        .to_string(),
+    )
+}
+
+#[async_trait]
+impl ProxyHttp for Proxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::default()
+    }
+
+    /// Marks post creation for observation; nothing else is looked at.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let req = session.req_header();
+        ctx.watching = req.method == http::Method::POST
+            && req.uri.path() == POSTS_PATH
+            && !self.index.is_empty()
+            // A compressed request body cannot be inspected cheaply; Mattermost does not
+            // accept one either.
+            && !req.headers.contains_key(http::header::CONTENT_ENCODING);
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        Ok(Box::new(self.peer.clone()))
+    }
+
+    /// Adds the forwarding headers; a failure here only loses those headers.
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Err(e) = add_forwarded_headers(upstream_request, session.client_addr()) {
+            debug!("could not add forwarding headers: {e}");
+        }
+        Ok(())
+    }
+
+    /// Copies the post-creation body as it streams; the chunk itself is never touched.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if !ctx.watching {
+            return Ok(());
+        }
+        if let Some(chunk) = body.as_ref() {
+            if !self.copy_bounded(&mut ctx.request_copy, chunk) {
+                Stats::inc(&self.stats.bodies_too_large);
+                ctx.watching = false;
+                ctx.give_up();
+                return Ok(());
+            }
+        }
+        if end_of_stream {
+            ctx.watching = false;
+            ctx.interested = self.request_could_match(&ctx.request_copy);
+            ctx.request_copy = BytesMut::new();
+        }
+        Ok(())
+    }
+
+    /// Starts copying the response body when a post was created and might trigger a hook.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if !ctx.interested {
+            return Ok(());
+        }
+        if resp.status.as_u16() != 201 {
+            ctx.give_up();
+            return Ok(());
+        }
+        Stats::inc(&self.stats.posts_observed);
+        let encoding = match resp
+            .headers
+            .get(http::header::CONTENT_ENCODING)
+            .map(|v| v.as_bytes().trim_ascii().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some(b"identity") | Some(b"") => Some(BodyEncoding::Identity),
+            Some(b"gzip") | Some(b"x-gzip") => Some(BodyEncoding::Gzip),
+            Some(b"deflate") => Some(BodyEncoding::Deflate),
+            Some(_) => None,
+        };
+        match encoding {
+            Some(e) => {
+                ctx.encoding = Some(e);
+                ctx.capturing = true;
+            }
+            None => {
+                Stats::inc(&self.stats.posts_unparsed);
+                ctx.give_up();
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies the 201 body; the bytes sent to the client are exactly the upstream's.
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        if !ctx.capturing {
+            return Ok(None);
+        }
+        if let Some(chunk) = body.as_ref() {
+            if !self.copy_bounded(&mut ctx.response_copy, chunk) {
+                Stats::inc(&self.stats.bodies_too_large);
+                ctx.give_up();
+                return Ok(None);
+            }
+        }
+        if end_of_stream {
+            ctx.response_complete = true;
+        }
+        Ok(None)
+    }
+
+    /// The client has its response: hand the created post to the dispatcher, never waiting.
+    async fn logging(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        if !(ctx.capturing && ctx.response_complete) || e.is_some() {
+            return;
+        }
+        let body = std::mem::take(&mut ctx.response_copy).freeze();
+        self.dispatch.submit(Job {
+            body,
+            encoding: ctx.encoding.unwrap_or(BodyEncoding::Identity),
+        });
+    }
+
+    /// Upstream failures become an AppError-shaped JSON error, as Mattermost's clients expect.
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        if code > 0 {
+            let (id, message) = match code {
+                502 => (
+                    "posthook.upstream.unreachable.app_error",
+                    "The Mattermost server could not be reached.",
+                ),
+                400 => (
+                    "posthook.request.bad.app_error",
+                    "The request could not be read.",
+                ),
+                _ => (
+                    "posthook.proxy.error.app_error",
+                    "The proxy could not complete the request.",
+                ),
+            };
+            let body = app_error_body(code, id, message);
+            if let Err(werr) = write_json_error(session, code, body).await {
+                debug!("could not send the error response: {werr}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+}
+
+async fn write_json_error(session: &mut Session, code: u16, body: Bytes) -> Result<()> {
+    let mut resp = ResponseHeader::build(code, Some(4))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    session
+        .as_downstream_mut()
+        .write_error_response(resp, body)
+        .await
+}

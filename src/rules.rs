@@ -1,0 +1,534 @@
+//! Rules: which hooks a post triggers, exactly as Mattermost decides it (spec §1.2–1.4), with
+//! posthook's one documented difference: `trigger_word` is computed per hook (spec §1.5).
+//!
+//! The hooks are compiled once into an index so that the cost per post does not grow with the
+//! number of hooks: channel-bound hooks are found by channel id, team-wide hooks by hashing the
+//! post's first word (exact mode) or each of its prefixes whose length some starts-with trigger
+//! word has. Nothing here does I/O; the channel's type and team come from the caller.
+
+use std::collections::HashMap;
+
+use crate::config::{HookConfig, TriggerWhen};
+
+/// The first word of a message as Go's `strings.Fields(message)[0]` gives it, or `""`.
+///
+/// Go splits on `unicode.IsSpace`, which is exactly Unicode's White_Space property, the same
+/// set as Rust's `char::is_whitespace` (incl. NEL, NBSP, U+1680, U+2000–U+200A, U+2028, U+2029,
+/// U+202F, U+205F, U+3000; not U+200B or U+FEFF).
+pub fn first_word(message: &str) -> &str {
+    let trimmed = message.trim_start_matches(char::is_whitespace);
+    match trimmed.find(char::is_whitespace) {
+        Some(end) => &trimmed[..end],
+        None => trimmed,
+    }
+}
+
+/// A hook that a post triggers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Match<'a> {
+    /// Index of the hook in the configuration.
+    pub hook: usize,
+    /// The trigger word reported in the payload (`""` for channel-only hooks).
+    pub trigger_word: &'a str,
+}
+
+/// Position of a trigger word: which hook, and where in that hook's list.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    hook: u32,
+    pos: u32,
+}
+
+/// The compiled hook index. Built once per configuration; immutable afterwards.
+#[derive(Debug, Default)]
+pub struct HookIndex {
+    hooks: Vec<IndexedHook>,
+    /// Channel-bound hooks by channel id, in configuration order.
+    by_channel: HashMap<Box<str>, Vec<u32>>,
+    /// Team-wide exact-mode trigger words.
+    exact: HashMap<Box<str>, Vec<Entry>>,
+    /// Team-wide starts-with trigger words.
+    prefix: HashMap<Box<str>, Vec<Entry>>,
+    /// Distinct byte lengths of the starts-with trigger words, ascending.
+    prefix_lens: Vec<usize>,
+}
+
+#[derive(Debug)]
+struct IndexedHook {
+    team_id: Option<Box<str>>,
+    channel_bound: bool,
+    trigger_words: Vec<Box<str>>,
+    trigger_when: TriggerWhen,
+}
+
+impl HookIndex {
+    /// Compiles `hooks` (in configuration order, which plays the role of Mattermost's store order).
+    pub fn new(hooks: &[HookConfig]) -> HookIndex {
+        let mut index = HookIndex::default();
+        for (i, h) in hooks.iter().enumerate() {
+            let id = i as u32;
+            index.hooks.push(IndexedHook {
+                team_id: h.team_id.as_deref().map(Box::from),
+                channel_bound: h.channel_id.is_some(),
+                trigger_words: h
+                    .trigger_words
+                    .iter()
+                    .map(|w| Box::from(w.as_str()))
+                    .collect(),
+                trigger_when: h.trigger_when,
+            });
+            if let Some(channel) = &h.channel_id {
+                index
+                    .by_channel
+                    .entry(Box::from(channel.as_str()))
+                    .or_default()
+                    .push(id);
+                continue;
+            }
+            let map = match h.trigger_when {
+                TriggerWhen::Exact => &mut index.exact,
+                TriggerWhen::StartsWith => &mut index.prefix,
+            };
+            for (pos, w) in h.trigger_words.iter().enumerate() {
+                let entries = map.entry(Box::from(w.as_str())).or_default();
+                // A word listed twice in one hook adds nothing: its first position wins.
+                if entries.last().is_none_or(|e| e.hook != id) {
+                    entries.push(Entry {
+                        hook: id,
+                        pos: pos as u32,
+                    });
+                }
+            }
+        }
+        let mut lens: Vec<usize> = index.prefix.keys().map(|k| k.len()).collect();
+        lens.sort_unstable();
+        lens.dedup();
+        index.prefix_lens = lens;
+        index
+    }
+
+    /// Number of hooks compiled.
+    pub fn len(&self) -> usize {
+        self.hooks.len()
+    }
+
+    /// Whether there are no hooks at all.
+    pub fn is_empty(&self) -> bool {
+        self.hooks.is_empty()
+    }
+
+    /// Cheap pre-check used on the request path: could a post with this channel and message
+    /// trigger any hook, before the channel's type and team are known?
+    pub fn could_match(&self, channel_id: &str, message: &str) -> bool {
+        if self.by_channel.contains_key(channel_id) {
+            return true;
+        }
+        let word = first_word(message);
+        if word.is_empty() {
+            return false;
+        }
+        if self.exact.contains_key(word) {
+            return true;
+        }
+        self.prefixes(word).next().is_some()
+    }
+
+    /// Every prefix of `word` that is a starts-with trigger word, with its entries.
+    fn prefixes<'s>(&'s self, word: &'s str) -> impl Iterator<Item = &'s [Entry]> + 's {
+        self.prefix_lens
+            .iter()
+            .take_while(move |&&n| n <= word.len())
+            .filter(move |&&n| word.is_char_boundary(n))
+            .filter_map(move |&n| self.prefix.get(&word[..n]).map(Vec::as_slice))
+    }
+
+    /// The hooks that a post in a public channel `channel_id` of team `team_id` with
+    /// `message` triggers, in configuration order (spec §1.4, trigger word per hook).
+    ///
+    /// The caller has already checked that the channel is public (`O`).
+    pub fn matches<'s>(&'s self, channel_id: &str, team_id: &str, message: &str) -> Vec<Match<'s>> {
+        let word = first_word(message);
+        // (hook, position of the winning trigger word, or None for channel-only)
+        let mut found: Vec<(u32, Option<u32>)> = Vec::new();
+
+        if let Some(ids) = self.by_channel.get(channel_id) {
+            for &id in ids {
+                let h = &self.hooks[id as usize];
+                if h.trigger_words.is_empty() {
+                    found.push((id, None));
+                } else if !word.is_empty() {
+                    let pos = h.trigger_words.iter().position(|t| match h.trigger_when {
+                        TriggerWhen::Exact => t.as_ref() == word,
+                        TriggerWhen::StartsWith => word.starts_with(t.as_ref()),
+                    });
+                    if let Some(pos) = pos {
+                        found.push((id, Some(pos as u32)));
+                    }
+                }
+            }
+        }
+        if !word.is_empty() {
+            if let Some(entries) = self.exact.get(word) {
+                found.extend(entries.iter().map(|e| (e.hook, Some(e.pos))));
+            }
+            for entries in self.prefixes(word) {
+                found.extend(entries.iter().map(|e| (e.hook, Some(e.pos))));
+            }
+        }
+        // Several prefixes of one hook may match: the first in the hook's list wins.
+        found.sort_unstable();
+        found.dedup_by_key(|(id, _)| *id);
+
+        found
+            .into_iter()
+            .filter(|&(id, _)| {
+                let h = &self.hooks[id as usize];
+                h.team_id.as_deref().is_none_or(|t| t == team_id)
+            })
+            .map(|(id, pos)| {
+                let h = &self.hooks[id as usize];
+                Match {
+                    hook: id as usize,
+                    trigger_word: pos.map_or("", |p| &h.trigger_words[p as usize]),
+                }
+            })
+            .collect()
+    }
+
+    /// Whether hook `i` is bound to one channel.
+    pub fn is_channel_bound(&self, i: usize) -> bool {
+        self.hooks.get(i).is_some_and(|h| h.channel_bound)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ContentType;
+
+    fn hook(
+        channel: Option<&str>,
+        team: Option<&str>,
+        words: &[&str],
+        when: TriggerWhen,
+    ) -> HookConfig {
+        HookConfig {
+            display_name: String::new(),
+            description: String::new(),
+            team_id: team.map(String::from),
+            channel_id: channel.map(String::from),
+            trigger_words: words.iter().map(|w| w.to_string()).collect(),
+            trigger_when: when,
+            callback_urls: vec![reqwest::Url::parse("http://x").unwrap()],
+            content_type: ContentType::Form,
+            token: "t".into(),
+            username: String::new(),
+            icon_url: String::new(),
+        }
+    }
+
+    #[test]
+    fn first_word_follows_go_strings_fields() {
+        let rows: &[(&str, &str, &str)] = &[
+            ("foo bar", "foo", "plain space"),
+            ("  \t\nfoo bar", "foo", "leading whitespace skipped"),
+            ("", "", "empty message"),
+            (" \t\r\n ", "", "whitespace only"),
+            ("foo: bar", "foo:", "punctuation stays"),
+            ("**foo** bar", "**foo**", "markdown stays"),
+            ("foo\u{00A0}bar", "foo", "NBSP splits"),
+            ("foo\u{0085}bar", "foo", "NEL splits"),
+            ("foo\u{1680}bar", "foo", "U+1680 splits"),
+            ("foo\u{2000}bar", "foo", "U+2000 splits"),
+            ("foo\u{200A}bar", "foo", "U+200A splits"),
+            ("foo\u{2028}bar", "foo", "U+2028 splits"),
+            ("foo\u{2029}bar", "foo", "U+2029 splits"),
+            ("foo\u{202F}bar", "foo", "U+202F splits"),
+            ("foo\u{205F}bar", "foo", "U+205F splits"),
+            ("foo\u{3000}bar", "foo", "U+3000 splits"),
+            ("foo\u{000B}bar", "foo", "vertical tab splits"),
+            ("foo\u{000C}bar", "foo", "form feed splits"),
+            (
+                "foo\u{200B}bar",
+                "foo\u{200B}bar",
+                "zero-width space does not split",
+            ),
+            ("foo\u{FEFF}bar", "foo\u{FEFF}bar", "BOM does not split"),
+            ("foo,bar", "foo,bar", "comma does not split"),
+            ("#build now", "#build", "hash word"),
+            ("ünï cödé", "ünï", "non-ASCII word"),
+        ];
+        for (msg, want, why) in rows {
+            assert_eq!(first_word(msg), *want, "{why}: {msg:?}");
+        }
+    }
+
+    /// Spec §5.1 T2: `TestOutgoingWebhookTriggerWordStartsWith`.
+    #[test]
+    fn t2_starts_with() {
+        let idx = HookIndex::new(&[hook(None, None, &["foo"], TriggerWhen::StartsWith)]);
+        assert_eq!(
+            idx.matches("c", "team", "foobar").len(),
+            1,
+            "foobar starts with foo"
+        );
+        assert!(
+            idx.matches("c", "team", "barfoo").is_empty(),
+            "barfoo does not"
+        );
+    }
+
+    /// Spec §5.1 T4 (the matching half: which trigger_word each row reports).
+    #[test]
+    fn t4_trigger_word_table() {
+        use TriggerWhen::*;
+        let rows: &[(&str, &[&str], TriggerWhen, Option<&str>)] = &[
+            (
+                "triggerword lorem ipsum",
+                &["triggerword"],
+                Exact,
+                Some("triggerword"),
+            ),
+            (
+                "triggerwordaaazzz lorem ipsum",
+                &["triggerword"],
+                StartsWith,
+                Some("triggerword"),
+            ),
+            ("", &[], Exact, Some("")),
+            ("", &[], StartsWith, Some("")),
+            ("triggerword lorem ipsum", &[], Exact, Some("")),
+            ("triggerwordaaazzz lorem ipsum", &[], StartsWith, Some("")),
+            (
+                "triggerwordaaazzz lorem ipsum",
+                &["triggerword"],
+                Exact,
+                None,
+            ),
+        ];
+        for (msg, words, when, want) in rows {
+            let idx = HookIndex::new(&[hook(Some("chan"), None, words, *when)]);
+            let got = idx.matches("chan", "team", msg);
+            match want {
+                Some(w) => {
+                    assert_eq!(got.len(), 1, "{msg:?} {words:?} {when:?} should fire");
+                    assert_eq!(got[0].trigger_word, *w, "{msg:?} {words:?} {when:?}");
+                }
+                None => assert!(got.is_empty(), "{msg:?} {words:?} {when:?} should not fire"),
+            }
+        }
+    }
+
+    #[test]
+    fn matching_rules_of_spec_1_4() {
+        use TriggerWhen::*;
+        // (hooks, channel, team, message, expected (hook, trigger_word), why)
+        type Row<'a> = (
+            Vec<HookConfig>,
+            &'a str,
+            &'a str,
+            &'a str,
+            Vec<(usize, &'a str)>,
+            &'a str,
+        );
+        let rows: Vec<Row> = vec![
+            (
+                vec![hook(None, None, &["Foo"], Exact)],
+                "c",
+                "t",
+                "foo bar",
+                vec![],
+                "case-sensitive",
+            ),
+            (
+                vec![hook(None, None, &["foo"], Exact)],
+                "c",
+                "t",
+                "bar foo",
+                vec![],
+                "only the first word",
+            ),
+            (
+                vec![hook(None, None, &["foo"], StartsWith)],
+                "c",
+                "t",
+                "foo",
+                vec![(0, "foo")],
+                "starts-with includes equality",
+            ),
+            (
+                vec![hook(None, None, &["foo", "foobar"], StartsWith)],
+                "c",
+                "t",
+                "foobarbaz",
+                vec![(0, "foo")],
+                "first prefix in list order wins",
+            ),
+            (
+                vec![hook(None, None, &["foobar", "foo"], StartsWith)],
+                "c",
+                "t",
+                "foobarbaz",
+                vec![(0, "foobar")],
+                "list order, not length",
+            ),
+            (
+                vec![hook(None, None, &["foo bar"], StartsWith)],
+                "c",
+                "t",
+                "foo bar",
+                vec![],
+                "trigger with a space never matches",
+            ),
+            (
+                vec![hook(Some("c1"), None, &["foo"], Exact)],
+                "c2",
+                "t",
+                "foo",
+                vec![],
+                "other channel",
+            ),
+            (
+                vec![hook(Some("c1"), None, &["foo"], Exact)],
+                "c1",
+                "t",
+                "bar",
+                vec![],
+                "channel and word must both hold",
+            ),
+            (
+                vec![hook(Some("c1"), None, &[], Exact)],
+                "c1",
+                "t",
+                "   ",
+                vec![(0, "")],
+                "channel-only fires on whitespace",
+            ),
+            (
+                vec![hook(None, Some("t1"), &["foo"], Exact)],
+                "c",
+                "t2",
+                "foo",
+                vec![],
+                "other team",
+            ),
+            (
+                vec![hook(None, Some("t1"), &["foo"], Exact)],
+                "c",
+                "t1",
+                "foo",
+                vec![(0, "foo")],
+                "same team",
+            ),
+            (
+                vec![hook(Some("c"), Some("t1"), &[], Exact)],
+                "c",
+                "t2",
+                "x",
+                vec![],
+                "channel hook of another team",
+            ),
+            (
+                vec![
+                    hook(Some("c"), None, &[], Exact),
+                    hook(None, None, &["foo"], Exact),
+                ],
+                "c",
+                "t",
+                "foo bar",
+                vec![(0, ""), (1, "foo")],
+                "per-hook trigger word (posthook difference 1)",
+            ),
+            (
+                vec![hook(None, None, &["é"], StartsWith)],
+                "c",
+                "t",
+                "éa",
+                vec![(0, "é")],
+                "multi-byte prefix",
+            ),
+            (
+                vec![hook(None, None, &["ab"], StartsWith)],
+                "c",
+                "t",
+                "é",
+                vec![],
+                "word shorter than trigger",
+            ),
+            (
+                vec![
+                    hook(None, None, &["foo"], Exact),
+                    hook(None, None, &["fo"], StartsWith),
+                    hook(None, None, &["foo"], StartsWith),
+                ],
+                "c",
+                "t",
+                "foo",
+                vec![(0, "foo"), (1, "fo"), (2, "foo")],
+                "all matching hooks, in config order",
+            ),
+        ];
+        for (hooks, chan, team, msg, want, why) in rows {
+            let idx = HookIndex::new(&hooks);
+            let got: Vec<(usize, &str)> = idx
+                .matches(chan, team, msg)
+                .iter()
+                .map(|m| (m.hook, m.trigger_word))
+                .collect();
+            assert_eq!(got, want, "{why}");
+            if !want.is_empty() {
+                assert!(idx.could_match(chan, msg), "pre-check must pass: {why}");
+            }
+        }
+    }
+
+    #[test]
+    fn pre_check_rejects_posts_no_hook_could_take() {
+        let idx = HookIndex::new(&[
+            hook(None, None, &["#build"], TriggerWhen::Exact),
+            hook(None, None, &["!dep"], TriggerWhen::StartsWith),
+            hook(Some("ops"), None, &[], TriggerWhen::Exact),
+        ]);
+        assert!(!idx.could_match("town", "hello #build"));
+        assert!(!idx.could_match("town", "#buildx"));
+        assert!(!idx.could_match("town", ""));
+        assert!(idx.could_match("town", "#build"));
+        assert!(idx.could_match("town", "!deploy now"));
+        assert!(idx.could_match("ops", ""));
+    }
+
+    #[test]
+    fn many_hooks_stay_exact() {
+        let hooks: Vec<HookConfig> = (0..10_000)
+            .map(|i| {
+                let w = format!("#w{i}");
+                hook(
+                    None,
+                    None,
+                    &[w.as_str()],
+                    if i % 2 == 0 {
+                        TriggerWhen::Exact
+                    } else {
+                        TriggerWhen::StartsWith
+                    },
+                )
+            })
+            .collect();
+        let idx = HookIndex::new(&hooks);
+        // "#w1234" equals exact trigger 1234 and starts with starts-with triggers "#w1", "#w123".
+        let got: Vec<usize> = idx
+            .matches("c", "t", "#w1234 go")
+            .iter()
+            .map(|m| m.hook)
+            .collect();
+        assert_eq!(got, vec![1, 123, 1234]);
+        // Starts-with triggers are the odd ones: "#w1" and "#w123" are prefixes of "#w12345";
+        // "#w12" and "#w1234" are exact-mode and not equal to it.
+        let got: Vec<usize> = idx
+            .matches("c", "t", "#w12345")
+            .iter()
+            .map(|m| m.hook)
+            .collect();
+        assert_eq!(got, vec![1, 123]);
+    }
+}

@@ -1,0 +1,608 @@
+//! Webhook: the outgoing request, byte-exact as Mattermost sends it (spec §2), and the guarded
+//! HTTP client that sends it.
+//!
+//! Encoding is pure: [`Payload::to_form`] reproduces Go's `url.Values.Encode` (sorted keys,
+//! `QueryEscape`), [`Payload::to_json`] Go's `json.Marshal` (field order, HTML escaping). The
+//! client refuses callback addresses that are loopback, private, link-local or unspecified
+//! unless the admin allowed them; the check runs on the resolved addresses the connection is
+//! made to (and on IP-literal hosts and redirect targets), so a DNS answer cannot slip past.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use thiserror::Error;
+
+use crate::config::{AllowEntry, ContentType};
+
+/// `User-Agent` Mattermost's transport forces on integration requests.
+pub const USER_AGENT: &str = "Mattermost-Bot/1.1";
+/// `MaxIntegrationResponseSize`: at most this much of a webhook's answer is read.
+pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+/// Mattermost's connect (and TLS handshake) timeout for integration requests.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Go's `http.Client` follows at most this many redirects.
+pub const MAX_REDIRECTS: usize = 10;
+
+/// The 12 fields of an outgoing webhook payload (spec §2.2), all always present.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Payload<'a> {
+    pub token: &'a str,
+    pub team_id: &'a str,
+    pub team_domain: &'a str,
+    pub channel_id: &'a str,
+    pub channel_name: &'a str,
+    /// The post's `create_at`, in milliseconds.
+    pub create_at_ms: i64,
+    pub user_id: &'a str,
+    pub user_name: &'a str,
+    pub post_id: &'a str,
+    pub text: &'a str,
+    pub trigger_word: &'a str,
+    /// `file_ids` joined with `,`.
+    pub file_ids: &'a str,
+}
+
+impl Payload<'_> {
+    /// The body for `content_type`.
+    pub fn encode(&self, content_type: ContentType) -> String {
+        match content_type {
+            ContentType::Form => self.to_form(),
+            ContentType::Json => self.to_json(),
+        }
+    }
+
+    /// Go `url.Values.Encode()`: keys sorted, values `QueryEscape`d, `timestamp` in seconds.
+    pub fn to_form(&self) -> String {
+        let seconds = (self.create_at_ms / 1000).to_string();
+        // Already in sorted order.
+        let fields: [(&str, &str); 12] = [
+            ("channel_id", self.channel_id),
+            ("channel_name", self.channel_name),
+            ("file_ids", self.file_ids),
+            ("post_id", self.post_id),
+            ("team_domain", self.team_domain),
+            ("team_id", self.team_id),
+            ("text", self.text),
+            ("timestamp", &seconds),
+            ("token", self.token),
+            ("trigger_word", self.trigger_word),
+            ("user_id", self.user_id),
+            ("user_name", self.user_name),
+        ];
+        let mut out = String::with_capacity(256 + self.text.len() * 3);
+        for (i, (k, v)) in fields.iter().enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            out.push_str(k);
+            out.push('=');
+            query_escape_into(&mut out, v);
+        }
+        out
+    }
+
+    /// Go `json.Marshal`: struct field order, compact, HTML-escaped, `timestamp` in ms.
+    pub fn to_json(&self) -> String {
+        let mut out = String::with_capacity(320 + self.text.len() * 2);
+        let strings: [(&str, &str); 5] = [
+            ("token", self.token),
+            ("team_id", self.team_id),
+            ("team_domain", self.team_domain),
+            ("channel_id", self.channel_id),
+            ("channel_name", self.channel_name),
+        ];
+        out.push('{');
+        for (i, (k, v)) in strings.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            push_go_json_field(&mut out, k, v);
+        }
+        out.push_str(",\"timestamp\":");
+        out.push_str(&self.create_at_ms.to_string());
+        for (k, v) in [
+            ("user_id", self.user_id),
+            ("user_name", self.user_name),
+            ("post_id", self.post_id),
+            ("text", self.text),
+            ("trigger_word", self.trigger_word),
+            ("file_ids", self.file_ids),
+        ] {
+            out.push(',');
+            push_go_json_field(&mut out, k, v);
+        }
+        out.push('}');
+        out
+    }
+}
+
+fn push_go_json_field(out: &mut String, key: &str, value: &str) {
+    go_json_string_into(out, key);
+    out.push(':');
+    go_json_string_into(out, value);
+}
+
+/// Go's `url.QueryEscape`: unreserved `A-Z a-z 0-9 - _ . ~` kept, space as `+`, every other
+/// byte of the UTF-8 encoding as `%XX` with upper-case hex.
+pub fn query_escape_into(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in s.as_bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => {
+                out.push('%');
+                out.push(HEX[(b >> 4) as usize] as char);
+                out.push(HEX[(b & 15) as usize] as char);
+            }
+        }
+    }
+}
+
+/// A JSON string as Go's `encoding/json` writes it with HTML escaping on (Go ≥ 1.22):
+/// `\"` `\\` `\n` `\r` `\t` `\b` `\f`, other control bytes as `\u00xx` (lower-case hex),
+/// `<` `>` `&` as `\u003c` `\u003e` `\u0026`, U+2028/U+2029 escaped, everything else raw.
+pub fn go_json_string_into(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push('"');
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        let esc: Option<&str> = match c {
+            '"' => Some("\\\""),
+            '\\' => Some("\\\\"),
+            '\n' => Some("\\n"),
+            '\r' => Some("\\r"),
+            '\t' => Some("\\t"),
+            '\u{8}' => Some("\\b"),
+            '\u{c}' => Some("\\f"),
+            '<' => Some("\\u003c"),
+            '>' => Some("\\u003e"),
+            '&' => Some("\\u0026"),
+            '\u{2028}' => Some("\\u2028"),
+            '\u{2029}' => Some("\\u2029"),
+            _ => None,
+        };
+        if esc.is_none() && (c as u32) >= 0x20 {
+            continue;
+        }
+        out.push_str(&s[start..i]);
+        match esc {
+            Some(e) => out.push_str(e),
+            None => {
+                let b = c as u8;
+                out.push_str("\\u00");
+                out.push(HEX[(b >> 4) as usize] as char);
+                out.push(HEX[(b & 15) as usize] as char);
+            }
+        }
+        start = i + c.len_utf8();
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+/// Why a callback request did not produce a response body.
+#[derive(Debug, Error)]
+pub enum DeliveryError {
+    #[error("callback address refused: {0}")]
+    Refused(String),
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("request failed: {0}")]
+    Http(String),
+    #[error("response larger than {MAX_RESPONSE_BYTES} bytes")]
+    TooLarge,
+}
+
+/// A webhook's answer: status (informational only: Mattermost ignores it) and at most
+/// [`MAX_RESPONSE_BYTES`] + 1 bytes of body, so the decoder can tell "too large".
+#[derive(Debug, Clone)]
+pub struct WebhookAnswer {
+    pub status: u16,
+    pub body: Bytes,
+}
+
+/// Whether `ip` is in a range Mattermost refuses for integrations unless allowed
+/// (its `reservedIPRanges`: RFC 6890 "this network", private, loopback, link-local,
+/// unique-local, unspecified). IPv4-mapped IPv6 addresses are judged as the IPv4 address.
+pub fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            o[0] == 0
+                || o[0] == 10
+                || o[0] == 127
+                || (o[0] == 169 && o[1] == 254)
+                || (o[0] == 172 && (16..=31).contains(&o[1]))
+                || (o[0] == 192 && o[1] == 168)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_internal(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            v6.is_unspecified()
+                || v6.is_loopback()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// The SSRF policy: which internal destinations the admin allowed.
+#[derive(Debug, Clone, Default)]
+pub struct AddressPolicy {
+    allowed_hosts: Vec<String>,
+    allowed_nets: Vec<ipnet::IpNet>,
+}
+
+impl AddressPolicy {
+    /// Builds the policy from `allowed_untrusted_internal_connections`.
+    pub fn new(entries: &[AllowEntry]) -> AddressPolicy {
+        let mut p = AddressPolicy::default();
+        for e in entries {
+            match e {
+                AllowEntry::Host(h) => p.allowed_hosts.push(h.to_ascii_lowercase()),
+                AllowEntry::Net(n) => p.allowed_nets.push(*n),
+            }
+        }
+        p
+    }
+
+    /// Whether a connection to `ip`, reached through host name `host`, is allowed.
+    pub fn allows(&self, host: &str, ip: IpAddr) -> bool {
+        if !is_internal(ip) {
+            return true;
+        }
+        let host = host.trim_end_matches('.');
+        if self
+            .allowed_hosts
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(host))
+        {
+            return true;
+        }
+        let canonical = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.allowed_nets
+            .iter()
+            .any(|n| n.contains(&ip) || n.contains(&canonical))
+    }
+}
+
+/// Resolves a host name to addresses; replaceable in tests.
+pub trait Resolver: Send + Sync + 'static {
+    /// All addresses of `host`, in the order they should be tried.
+    fn lookup(
+        &self,
+        host: String,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<IpAddr>>> + Send>>;
+}
+
+/// The system resolver (getaddrinfo through tokio).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemResolver;
+
+impl Resolver for SystemResolver {
+    fn lookup(
+        &self,
+        host: String,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<IpAddr>>> + Send>> {
+        Box::pin(async move {
+            let addrs = tokio::net::lookup_host((host.as_str(), 0)).await?;
+            Ok(addrs.map(|a| a.ip()).collect())
+        })
+    }
+}
+
+/// reqwest resolver that drops every address the policy refuses, so the connector can only
+/// ever connect to allowed addresses (no rebinding window between check and connect).
+struct GuardedResolver {
+    inner: Arc<dyn Resolver>,
+    policy: Arc<AddressPolicy>,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let inner = self.inner.clone();
+        let policy = self.policy.clone();
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let ips = inner.lookup(host.clone()).await?;
+            let allowed: Vec<SocketAddr> = ips
+                .iter()
+                .filter(|ip| policy.allows(&host, **ip))
+                .map(|ip| SocketAddr::new(*ip, 0))
+                .collect();
+            if allowed.is_empty() {
+                let err: Box<dyn std::error::Error + Send + Sync> = Box::new(RefusedAddress(
+                    format!("{host} resolves only to untrusted internal addresses"),
+                ));
+                return Err(err);
+            }
+            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+#[derive(Debug, Error)]
+#[error("{0}")]
+struct RefusedAddress(String);
+
+/// Installs rustls' ring provider once; reqwest is built without a default one.
+pub(crate) fn init_tls() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        // Err only means another provider is installed already, which is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// The client that sends webhook requests. Cheap to clone.
+#[derive(Clone)]
+pub struct WebhookClient {
+    http: reqwest::Client,
+    policy: Arc<AddressPolicy>,
+    timeout: Duration,
+}
+
+impl WebhookClient {
+    /// A client with the given SSRF policy, resolver and whole-request timeout.
+    pub fn new(
+        policy: AddressPolicy,
+        resolver: Arc<dyn Resolver>,
+        timeout: Duration,
+    ) -> Result<WebhookClient, reqwest::Error> {
+        init_tls();
+        let policy = Arc::new(policy);
+        let redirect_policy = policy.clone();
+        let http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .no_proxy()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .pool_max_idle_per_host(8)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .dns_resolver(Arc::new(GuardedResolver {
+                inner: resolver,
+                policy: policy.clone(),
+            }))
+            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                if attempt.previous().len() > MAX_REDIRECTS {
+                    return attempt.error("stopped after 10 redirects");
+                }
+                // Host names are checked by the resolver; IP literals never reach it.
+                match literal_ip(attempt.url()) {
+                    Some((host, ip)) if !redirect_policy.allows(&host, ip) => {
+                        let msg = format!("redirect to untrusted internal address {ip}");
+                        attempt.error(RefusedAddress(msg))
+                    }
+                    _ => attempt.follow(),
+                }
+            }))
+            .build()?;
+        Ok(WebhookClient {
+            http,
+            policy,
+            timeout,
+        })
+    }
+
+    /// POSTs `body` to `url` and reads the answer, all under the whole-request timeout.
+    pub async fn send(
+        &self,
+        url: &reqwest::Url,
+        content_type: ContentType,
+        body: Bytes,
+    ) -> Result<WebhookAnswer, DeliveryError> {
+        if let Some((host, ip)) = literal_ip(url) {
+            if !self.policy.allows(&host, ip) {
+                return Err(DeliveryError::Refused(format!(
+                    "{ip} is an untrusted internal address"
+                )));
+            }
+        }
+        let mime = match content_type {
+            ContentType::Form => "application/x-www-form-urlencoded",
+            ContentType::Json => "application/json",
+        };
+        let request = self
+            .http
+            .post(url.clone())
+            .header(http::header::CONTENT_TYPE, mime)
+            .header(http::header::ACCEPT, "application/json")
+            .body(body);
+        let exchange = async {
+            let mut response = request.send().await.map_err(classify)?;
+            let status = response.status().as_u16();
+            let mut buf = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(classify)? {
+                let room = MAX_RESPONSE_BYTES + 1 - buf.len();
+                buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if buf.len() > MAX_RESPONSE_BYTES {
+                    // Stop reading: the decoder treats a body over the cap as an error.
+                    break;
+                }
+            }
+            Ok(WebhookAnswer {
+                status,
+                body: Bytes::from(buf),
+            })
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(DeliveryError::Timeout(self.timeout)),
+        }
+    }
+}
+
+fn literal_ip(url: &reqwest::Url) -> Option<(String, IpAddr)> {
+    match url.host()? {
+        url::Host::Ipv4(a) => Some((a.to_string(), IpAddr::V4(a))),
+        url::Host::Ipv6(a) => Some((a.to_string(), IpAddr::V6(a))),
+        url::Host::Domain(_) => None,
+    }
+}
+
+fn classify(e: reqwest::Error) -> DeliveryError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(s) = source {
+        if let Some(r) = s.downcast_ref::<RefusedAddress>() {
+            return DeliveryError::Refused(r.0.clone());
+        }
+        source = s.source();
+    }
+    // reqwest's Display names the URL; strip the query, which may carry a secret.
+    DeliveryError::Http(e.without_url().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t1() -> Payload<'static> {
+        Payload {
+            token: "Token",
+            team_id: "TeamId",
+            team_domain: "TeamDomain",
+            channel_id: "ChannelId",
+            channel_name: "ChannelName",
+            create_at_ms: 123000,
+            user_id: "UserId",
+            user_name: "UserName",
+            post_id: "PostId",
+            text: "Text",
+            trigger_word: "TriggerWord",
+            file_ids: "FileIds",
+        }
+    }
+
+    /// Spec §5.1 T1: `TestOutgoingWebhookPayloadToFormValues`, and its JSON twin.
+    #[test]
+    fn t1_payload_encodings_are_byte_exact() {
+        assert_eq!(
+            t1().to_form(),
+            "channel_id=ChannelId&channel_name=ChannelName&file_ids=FileIds&post_id=PostId&team_domain=TeamDomain&team_id=TeamId&text=Text&timestamp=123&token=Token&trigger_word=TriggerWord&user_id=UserId&user_name=UserName"
+        );
+        assert_eq!(
+            t1().to_json(),
+            r#"{"token":"Token","team_id":"TeamId","team_domain":"TeamDomain","channel_id":"ChannelId","channel_name":"ChannelName","timestamp":123000,"user_id":"UserId","user_name":"UserName","post_id":"PostId","text":"Text","trigger_word":"TriggerWord","file_ids":"FileIds"}"#
+        );
+    }
+
+    #[test]
+    fn form_values_use_go_query_escape() {
+        let rows: &[(&str, &str)] = &[
+            ("a b", "a+b"),
+            ("A-Z_a.z~09", "A-Z_a.z~09"),
+            (",", "%2C"),
+            ("*", "%2A"),
+            ("'", "%27"),
+            ("\n", "%0A"),
+            ("é", "%C3%A9"),
+            ("a&b=c+d", "a%26b%3Dc%2Bd"),
+            ("100%", "100%25"),
+            ("/?#", "%2F%3F%23"),
+            ("😀", "%F0%9F%98%80"),
+        ];
+        for (input, want) in rows {
+            let mut out = String::new();
+            query_escape_into(&mut out, input);
+            assert_eq!(out, *want, "escaping {input:?}");
+        }
+    }
+
+    #[test]
+    fn form_timestamp_is_truncated_seconds() {
+        let p = Payload {
+            create_at_ms: 1445532266999,
+            ..t1()
+        };
+        assert!(p.to_form().contains("&timestamp=1445532266&"));
+        assert!(p.to_json().contains(",\"timestamp\":1445532266999,"));
+    }
+
+    #[test]
+    fn json_strings_escape_like_go() {
+        let rows: &[(&str, &str)] = &[
+            ("<b>&</b>", r#""\u003cb\u003e\u0026\u003c/b\u003e""#),
+            ("a\"b\\c", r#""a\"b\\c""#),
+            ("\n\r\t", r#""\n\r\t""#),
+            ("\u{8}\u{c}", r#""\b\f""#),
+            ("\u{1}\u{1f}", r#""\u0001\u001f""#),
+            ("\u{7f}", "\"\u{7f}\""),
+            ("\u{2028}\u{2029}", r#""\u2028\u2029""#),
+            ("é日本😀", "\"é日本😀\""),
+            ("", r#""""#),
+        ];
+        for (input, want) in rows {
+            let mut out = String::new();
+            go_json_string_into(&mut out, input);
+            assert_eq!(out, *want, "encoding {input:?}");
+        }
+    }
+
+    #[test]
+    fn json_payload_round_trips_through_a_json_parser() {
+        let p = Payload {
+            text: "multi\nline <tag> & \"quotes\" \u{2028} é",
+            ..t1()
+        };
+        let v: serde_json::Value = serde_json::from_str(&p.to_json()).unwrap();
+        assert_eq!(v["text"], p.text);
+        assert_eq!(v["timestamp"], 123000);
+    }
+
+    #[test]
+    fn internal_ranges_are_mattermosts() {
+        let rows: &[(&str, bool)] = &[
+            ("127.0.0.1", true),
+            ("127.255.0.9", true),
+            ("10.1.2.3", true),
+            ("172.16.0.1", true),
+            ("172.31.255.255", true),
+            ("172.32.0.1", false),
+            ("192.168.1.1", true),
+            ("169.254.169.254", true),
+            ("0.0.0.0", true),
+            ("8.8.8.8", false),
+            ("93.184.216.34", false),
+            ("::1", true),
+            ("::", true),
+            ("fe80::1", true),
+            ("fc00::1", true),
+            ("fd12:3456::1", true),
+            ("::ffff:127.0.0.1", true),
+            ("::ffff:10.0.0.1", true),
+            ("::ffff:8.8.8.8", false),
+            ("2001:4860:4860::8888", false),
+        ];
+        for (ip, want) in rows {
+            assert_eq!(is_internal(ip.parse().unwrap()), *want, "{ip}");
+        }
+    }
+
+    #[test]
+    fn allow_list_by_host_and_cidr() {
+        let p = AddressPolicy::new(&[
+            AllowEntry::Host("ci.internal".into()),
+            AllowEntry::Net("10.0.0.0/8".parse().unwrap()),
+        ]);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(p.allows("CI.internal", ip("192.168.1.5")), "host match");
+        assert!(p.allows("other", ip("10.9.9.9")), "CIDR match");
+        assert!(
+            p.allows("other", ip("::ffff:10.9.9.9")),
+            "mapped v4 in CIDR"
+        );
+        assert!(!p.allows("other", ip("192.168.1.5")), "not allowed");
+        assert!(p.allows("public", ip("8.8.8.8")), "public always allowed");
+    }
+}
