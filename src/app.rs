@@ -78,7 +78,11 @@ pub fn build(config: &Config, options: Options) -> Result<(Server, Handle), Buil
     .map_err(|e| BuildError::Client(e.to_string()))?;
     let sink = match options.answer_sink {
         Some(s) => s,
-        None => Arc::new(crate::dispatch::LogAnswers),
+        None => Arc::new(crate::poster::Poster::new(
+            config,
+            mm.clone(),
+            stats.clone(),
+        )),
     };
 
     let index = Arc::new(HookIndex::new(&config.hooks));

@@ -16,6 +16,9 @@
 //! - [`proxy`]: the Pingora `ProxyHttp`: passthrough, observation, fail-open.
 //! - [`dispatch`]: background service: bounded queue, look-ups, concurrent deliveries.
 //! - [`webhook`]: byte-exact payload encoding and the SSRF-guarded HTTP client.
+//! - [`poster`]: posts the replies through the REST API with the bot token.
+//! - [`reply`]: webhook answer decoding and reply building (pure).
+//! - [`slack`]: Slack markup → Mattermost translation (pure).
 //! - [`mattermost`]: REST client with bounded, coalescing look-up caches.
 //! - [`stats`]: counters for every outcome.
 //! - [`app`]: wiring; the seam the binary, tests and benches use.
@@ -24,7 +27,10 @@ pub mod app;
 pub mod config;
 pub mod dispatch;
 pub mod mattermost;
+pub mod poster;
 pub mod proxy;
+pub mod reply;
 pub mod rules;
+pub mod slack;
 pub mod stats;
 pub mod webhook;

@@ -5,10 +5,12 @@
 //! concurrent look-ups of one key are coalesced into one request, and failures are not cached.
 //! Only API v4 endpoints that exist are called (see the spec §6.3).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use log::warn;
 use moka::future::Cache;
 use serde::Deserialize;
 use thiserror::Error;
@@ -146,6 +148,51 @@ impl MattermostClient {
     pub async fn user(&self, id: &str) -> Result<Arc<User>, Arc<ApiError>> {
         let path = format!("/api/v4/users/{id}");
         self.cached(&self.inner.users, id, path).await
+    }
+
+    /// Usernames of the users among `ids` that exist, by id: cached ones first, then one
+    /// `GET /api/v4/users/{id}` for a single missing id or one `POST /api/v4/users/ids` for
+    /// several. A failed look-up leaves those ids out (their mentions stay as written).
+    pub async fn usernames(&self, ids: &[String]) -> HashMap<String, String> {
+        let mut found = HashMap::new();
+        let mut missing = Vec::new();
+        for id in ids.iter().filter(|id| is_valid_id(id)) {
+            Stats::inc(&self.inner.stats.lookups);
+            match self.inner.users.get(id).await {
+                Some(u) => {
+                    found.insert(u.id.clone(), u.username.clone());
+                }
+                None => missing.push(id.clone()),
+            }
+        }
+        match missing.as_slice() {
+            [] => {}
+            [one] => {
+                // Counted once more by `user`; undo the double count of the look-up itself.
+                self.inner.stats.lookups.fetch_sub(1, Ordering::Relaxed);
+                if let Ok(u) = self.user(one).await {
+                    found.insert(u.id.clone(), u.username.clone());
+                }
+            }
+            several => {
+                Stats::inc(&self.inner.stats.lookup_requests);
+                let body = serde_json::Value::from(several.to_vec());
+                match self.post_json("/api/v4/users/ids", &body).await {
+                    Ok(list) => {
+                        let users: Vec<User> = serde_json::from_value(list).unwrap_or_default();
+                        for u in users {
+                            found.insert(u.id.clone(), u.username.clone());
+                            self.inner.users.insert(u.id.clone(), Arc::new(u)).await;
+                        }
+                    }
+                    Err(e) => {
+                        Stats::inc(&self.inner.stats.lookup_failures);
+                        warn!("user look-up for {} ids failed: {e}", several.len());
+                    }
+                }
+            }
+        }
+        found
     }
 
     /// `GET /api/v4/users/me`: the bot account itself, cached.

@@ -54,6 +54,12 @@ counters! {
     deliveries_failed,
     /// Callback requests never sent (look-up failed, shutdown, no capacity).
     deliveries_dropped,
+    /// Webhook answers that posted a reply (one per answer, however many parts).
+    replies_posted,
+    /// Webhook answers whose reply could not be decoded, built or posted.
+    replies_failed,
+    /// Webhook answers that asked for no reply.
+    replies_none,
     /// Look-ups requested (channel, team, user, me).
     lookups,
     /// Look-ups that went to the upstream.

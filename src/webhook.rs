@@ -20,8 +20,7 @@ use crate::config::{AllowEntry, ContentType};
 
 /// `User-Agent` Mattermost's transport forces on integration requests.
 pub const USER_AGENT: &str = "Mattermost-Bot/1.1";
-/// `MaxIntegrationResponseSize`: at most this much of a webhook's answer is read.
-pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+pub use crate::reply::MAX_RESPONSE_BYTES;
 /// Mattermost's connect (and TLS handshake) timeout for integration requests.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Go's `http.Client` follows at most this many redirects.

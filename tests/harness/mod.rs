@@ -1,0 +1,168 @@
+//! Starts a real posthook (the library's `app::spawn`) in front of the Mattermost stand-in,
+//! on 127.0.0.1 ephemeral ports, with a standard set of fixtures.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use posthook::app::{Options, Running};
+use posthook::config::Config;
+use posthook::stats::Snapshot;
+
+use crate::support::MattermostStandIn;
+
+pub const TEAM: &str = "team1";
+pub const TEAM_NAME: &str = "myteam";
+pub const PUBLIC: &str = "chanpub";
+pub const PUBLIC_NAME: &str = "town-square";
+pub const PUBLIC2: &str = "chanpub2";
+pub const PRIVATE: &str = "chanpriv";
+pub const DM: &str = "chandm";
+pub const OTHER_TEAM: &str = "team2";
+pub const OTHER_CHANNEL: &str = "chanother";
+pub const USER: &str = "user1";
+pub const USER_NAME: &str = "alice";
+pub const USER_TOKEN: &str = "usertokensecret";
+pub const BOT: &str = "botuser";
+pub const BOT_NAME: &str = "hookbot";
+pub const BOT_TOKEN: &str = "bottokensecret";
+pub const T: Duration = Duration::from_secs(10);
+
+/// The stand-in with one team of public, private and DM channels, a user and the bot.
+pub async fn standin() -> MattermostStandIn {
+    let mm = MattermostStandIn::start().await;
+    mm.add_team(TEAM, TEAM_NAME);
+    mm.add_team(OTHER_TEAM, "otherteam");
+    mm.add_channel(PUBLIC, TEAM, PUBLIC_NAME, "O");
+    mm.add_channel(PUBLIC2, TEAM, "off-topic", "O");
+    mm.add_channel(PRIVATE, TEAM, "secret", "P");
+    mm.add_channel(DM, "", "user1__botuser", "D");
+    mm.add_channel(OTHER_CHANNEL, OTHER_TEAM, "elsewhere", "O");
+    mm.add_user(USER, USER_NAME, false);
+    mm.add_user(BOT, BOT_NAME, true);
+    mm.add_token(USER_TOKEN, USER);
+    mm.add_token(BOT_TOKEN, BOT);
+    mm
+}
+
+/// An unused loopback port (bound and released; Pingora binds it again right after).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A config for posthook on a fresh port in front of `upstream`; `extra` is appended
+/// verbatim (top-level `settings:`, `limits:` or `hooks:` sections).
+pub fn config_text(upstream: &str, extra: &str) -> (String, SocketAddr) {
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let text = format!(
+        "listen: \"{listen}\"\nupstream: \"{upstream}\"\nbot_token: \"{BOT_TOKEN}\"\nserver:\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\n{extra}"
+    );
+    (text, listen)
+}
+
+pub struct Posthook {
+    pub addr: SocketAddr,
+    pub running: Option<Running>,
+}
+
+impl Posthook {
+    pub fn stats(&self) -> Snapshot {
+        self.running.as_ref().unwrap().handle.stats.snapshot()
+    }
+
+    /// Waits until `f(stats)` holds.
+    pub async fn wait_stats(&self, what: &str, f: impl Fn(&Snapshot) -> bool) -> Snapshot {
+        let deadline = Instant::now() + T;
+        loop {
+            let s = self.stats();
+            if f(&s) {
+                return s;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; stats: {s:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+impl Drop for Posthook {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            // Stopping joins Pingora's thread: do it off the async worker.
+            std::thread::spawn(move || r.stop(false)).join().unwrap();
+        }
+    }
+}
+
+/// Starts posthook with `text` and waits until it accepts connections.
+pub async fn start(text: &str, listen: SocketAddr) -> Posthook {
+    start_with(text, listen, Options::default()).await
+}
+
+pub async fn start_with(text: &str, listen: SocketAddr, options: Options) -> Posthook {
+    let config =
+        Config::from_yaml("test.yaml", text, &|_| None).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let running = tokio::task::spawn_blocking(move || posthook::app::spawn(&config, options))
+        .await
+        .unwrap()
+        .unwrap();
+    let deadline = Instant::now() + T;
+    while tokio::net::TcpStream::connect(listen).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "posthook did not start listening on {listen}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Posthook {
+        addr: listen,
+        running: Some(running),
+    }
+}
+
+/// One hook entry for the `hooks:` list.
+pub fn hook_yaml(fields: &[(&str, &str)]) -> String {
+    let mut s = String::from("  -");
+    for (i, (k, v)) in fields.iter().enumerate() {
+        if i > 0 {
+            s.push_str("   ");
+        }
+        s.push_str(&format!(" {k}: {v}\n"));
+    }
+    s
+}
+
+/// Settings that let webhooks reach receivers on loopback.
+pub const ALLOW_LOOPBACK: &str =
+    "settings:\n  allowed_untrusted_internal_connections: [\"127.0.0.1\"]\n";
+
+/// Posts `message` to `channel` through `addr` as the test user; returns status and JSON.
+pub async fn create_post(
+    addr: SocketAddr,
+    channel: &str,
+    message: &str,
+) -> (u16, serde_json::Value) {
+    let body = serde_json::json!({"channel_id": channel, "message": message}).to_string();
+    let auth = format!("Bearer {USER_TOKEN}");
+    let r = crate::support::http_request(
+        addr,
+        "POST",
+        "/api/v4/posts",
+        &[
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "application/json"),
+        ],
+        body.as_bytes(),
+    )
+    .await;
+    let json = serde_json::from_slice(&r.decoded_body()).unwrap_or(serde_json::Value::Null);
+    (r.status, json)
+}
+
+pub fn arc<T>(t: T) -> Arc<T> {
+    Arc::new(t)
+}
