@@ -24,6 +24,7 @@ use serde::Deserialize;
 use crate::config::Config;
 use crate::dispatch::{BodyEncoding, DispatchHandle, Job};
 use crate::rules::HookIndex;
+use crate::slack::go_key_matches;
 use crate::stats::Stats;
 
 /// The path whose `POST` creates a post.
@@ -64,13 +65,72 @@ impl Ctx {
     }
 }
 
-/// What the request-side decision needs from the post being created.
-#[derive(Deserialize)]
+/// What the request-side decision needs from the post being created, read the way
+/// Mattermost's Go decoder reads it: keys match case-insensitively (Go's folding) and the
+/// last of duplicate keys wins; other members are skipped without being built.
+#[derive(Default)]
 struct PostRequest<'a> {
-    #[serde(borrow, default)]
     channel_id: Cow<'a, str>,
-    #[serde(borrow, default)]
-    message: Option<Cow<'a, str>>,
+    message: Cow<'a, str>,
+}
+
+/// A string that borrows from the input when it has no escapes.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> std::result::Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for PostRequest<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = PostRequest<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a post object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<PostRequest<'de>, A::Error> {
+                let mut post = PostRequest::default();
+                while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
+                    let slot = if go_key_matches(&key, "channel_id") {
+                        &mut post.channel_id
+                    } else if go_key_matches(&key, "message") {
+                        &mut post.message
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                        continue;
+                    };
+                    // Go leaves a field alone for `null`.
+                    if let Some(Text(v)) = map.next_value::<Option<Text<'de>>>()? {
+                        *slot = v;
+                    }
+                }
+                Ok(post)
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 impl Proxy {
@@ -100,13 +160,24 @@ impl Proxy {
     }
 
     /// Whether `body` (a whole `POST /api/v4/posts` request body) could trigger a hook.
+    ///
+    /// Go's decoder replaces invalid UTF-8 and lone surrogate escapes with U+FFFD where
+    /// serde_json refuses them: invalid UTF-8 is replaced the same way and read again, and a
+    /// lone surrogate answers "maybe" (the created post in the 201 then decides). Anything
+    /// else unreadable is refused by Mattermost too.
     pub fn request_could_match(&self, body: &[u8]) -> bool {
-        match serde_json::from_slice::<PostRequest>(body) {
-            Ok(p) => self
-                .index
-                .could_match(&p.channel_id, p.message.as_deref().unwrap_or("")),
-            Err(_) => false,
+        let err = match serde_json::from_slice::<PostRequest>(body) {
+            Ok(p) => return self.index.could_match(&p.channel_id, &p.message),
+            Err(e) => e,
+        };
+        if std::str::from_utf8(body).is_err() {
+            let text = String::from_utf8_lossy(body);
+            if let Ok(p) = serde_json::from_str::<PostRequest>(&text) {
+                return self.index.could_match(&p.channel_id, &p.message);
+            }
         }
+        let msg = err.to_string();
+        msg.contains("surrogate") || msg.contains("hex escape")
     }
 
     /// Appends `chunk` to `copy` unless that passes the bound; false once over it.
@@ -124,14 +195,17 @@ impl Proxy {
 /// an `X-Forwarded-Proto` set by a front proxy (nginx terminating TLS) is kept.
 pub fn add_forwarded_headers(req: &mut RequestHeader, client: Option<&PingoraAddr>) -> Result<()> {
     if let Some(ip) = client.and_then(|a| a.as_inet()).map(|a| a.ip()) {
-        let value = match req
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-            _ => ip.to_string(),
-        };
+        // Every earlier line of the chain is kept, joined as nginx joins them.
+        let mut value = String::new();
+        for prev in req.headers.get_all("x-forwarded-for") {
+            let prev = String::from_utf8_lossy(prev.as_bytes());
+            let prev = prev.trim();
+            if !prev.is_empty() {
+                value.push_str(prev);
+                value.push_str(", ");
+            }
+        }
+        value.push_str(&ip.to_string());
         req.insert_header("X-Forwarded-For", value)?;
     }
     if !req.headers.contains_key("x-forwarded-proto") {
@@ -227,7 +301,8 @@ impl ProxyHttp for Proxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if !ctx.interested {
+        // An interim answer (100 Continue before the 201) is not the outcome yet.
+        if !ctx.interested || resp.status.is_informational() {
             return Ok(());
         }
         if resp.status.as_u16() != 201 {

@@ -8,6 +8,10 @@
 
 use std::collections::HashMap;
 
+/// ahash: several times faster than SipHash on short keys, and still keyed per process, so
+/// first words chosen by users cannot be crafted to collide.
+type Map<K, V> = HashMap<K, V, ahash::RandomState>;
+
 use crate::config::{HookConfig, TriggerWhen};
 
 /// The first word of a message as Go's `strings.Fields(message)[0]` gives it, or `""`.
@@ -44,13 +48,60 @@ struct Entry {
 pub struct HookIndex {
     hooks: Vec<IndexedHook>,
     /// Channel-bound hooks by channel id, in configuration order.
-    by_channel: HashMap<Box<str>, Vec<u32>>,
+    by_channel: Map<Box<str>, Vec<u32>>,
     /// Team-wide exact-mode trigger words.
-    exact: HashMap<Box<str>, Vec<Entry>>,
+    exact: Map<Box<str>, Vec<Entry>>,
     /// Team-wide starts-with trigger words.
-    prefix: HashMap<Box<str>, Vec<Entry>>,
+    prefix: Map<Box<str>, Vec<Entry>>,
     /// Distinct byte lengths of the starts-with trigger words, ascending.
     prefix_lens: Vec<usize>,
+    /// Which first two bytes (one byte for one-byte words) starts-with trigger words begin
+    /// with: most first words are rejected here without hashing any prefix.
+    prefix_starts: StartSet,
+}
+
+/// A set of one- and two-byte beginnings, as bitmaps (8 KiB).
+#[derive(Debug)]
+struct StartSet {
+    one: [u64; 4],
+    two: Box<[u64; 1024]>,
+}
+
+impl Default for StartSet {
+    fn default() -> Self {
+        StartSet {
+            one: [0; 4],
+            two: Box::new([0; 1024]),
+        }
+    }
+}
+
+impl StartSet {
+    fn insert(&mut self, word: &[u8]) {
+        match word {
+            [a] => self.one[(*a >> 6) as usize] |= 1 << (a & 63),
+            [a, b, ..] => {
+                let i = u16::from_be_bytes([*a, *b]) as usize;
+                self.two[i >> 6] |= 1 << (i & 63);
+            }
+            [] => {}
+        }
+    }
+
+    /// Whether some inserted word could be a prefix of `word`.
+    fn may_prefix(&self, word: &[u8]) -> bool {
+        let one = word
+            .first()
+            .is_some_and(|a| self.one[(*a >> 6) as usize] & (1 << (a & 63)) != 0);
+        let two = match word {
+            [a, b, ..] => {
+                let i = u16::from_be_bytes([*a, *b]) as usize;
+                self.two[i >> 6] & (1 << (i & 63)) != 0
+            }
+            _ => false,
+        };
+        one || two
+    }
 }
 
 #[derive(Debug)]
@@ -100,6 +151,9 @@ impl HookIndex {
                 }
             }
         }
+        for k in index.prefix.keys() {
+            index.prefix_starts.insert(k.as_bytes());
+        }
         let mut lens: Vec<usize> = index.prefix.keys().map(|k| k.len()).collect();
         lens.sort_unstable();
         lens.dedup();
@@ -135,8 +189,12 @@ impl HookIndex {
 
     /// Every prefix of `word` that is a starts-with trigger word, with its entries.
     fn prefixes<'s>(&'s self, word: &'s str) -> impl Iterator<Item = &'s [Entry]> + 's {
-        self.prefix_lens
-            .iter()
+        let lens: &[usize] = if self.prefix_starts.may_prefix(word.as_bytes()) {
+            &self.prefix_lens
+        } else {
+            &[]
+        };
+        lens.iter()
             .take_while(move |&&n| n <= word.len())
             .filter(move |&&n| word.is_char_boundary(n))
             .filter_map(move |&n| self.prefix.get(&word[..n]).map(Vec::as_slice))

@@ -361,7 +361,7 @@ fn collect_user_ids(text: &str, ids: &mut Vec<String>, seen: &mut HashSet<String
 /// `field` (an ASCII lower-case name): byte-exact, or equal under Go's case folding
 /// (`unicode.ToUpper(unicode.ToLower(r))`). Folding is ASCII case plus the four non-ASCII
 /// runes that fold onto ASCII letters: KELVIN SIGN → k, LONG S → s, and both Turkish i's → i.
-pub(crate) fn go_key_matches(key: &str, field: &str) -> bool {
+pub fn go_key_matches(key: &str, field: &str) -> bool {
     let mut expected = field.bytes();
     for c in key.chars() {
         let folded = match c {
