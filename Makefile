@@ -1,0 +1,18 @@
+# The two commands of the README, with the build prerequisites checked first.
+CONFIG ?= conf/posthook.yaml
+
+.PHONY: deps run test
+
+# Pingora builds zlib-ng with cmake and needs a C compiler; install them with apt if missing.
+deps:
+	@if ! command -v cmake >/dev/null 2>&1 || ! command -v cc >/dev/null 2>&1; then \
+		echo "installing cmake and build-essential (needed to build Pingora)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake build-essential; \
+	fi
+
+run: deps
+	cargo run --release -- -c $(CONFIG)
+
+test: deps
+	cargo test
