@@ -247,6 +247,12 @@ impl ProxyHttp for Proxy {
             // A compressed request body cannot be inspected cheaply; Mattermost does not
             // accept one either.
             && !req.headers.contains_key(http::header::CONTENT_ENCODING);
+        if ctx.watching {
+            // A client that closes its side right after sending the post must not abort the
+            // upstream exchange (Pingora's default): Mattermost creates the post anyway, and
+            // its 201 is needed to fire the hooks.
+            session.as_downstream_mut().set_abort_on_close(false);
+        }
         Ok(false)
     }
 
@@ -294,8 +300,11 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
-    /// Starts copying the response body when a post was created and might trigger a hook.
-    async fn response_filter(
+    /// Starts copying the upstream's answer when a post was created and might trigger a hook.
+    ///
+    /// The upstream side is watched (not the copy sent to the client), so that a post created
+    /// for a client that has gone away still fires its hooks, as in Mattermost.
+    async fn upstream_response_filter(
         &self,
         _session: &mut Session,
         resp: &mut ResponseHeader,
@@ -334,8 +343,8 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
-    /// Copies the 201 body; the bytes sent to the client are exactly the upstream's.
-    fn response_body_filter(
+    /// Copies the upstream's 201 body; the bytes sent on to the client are never touched.
+    fn upstream_response_body_filter(
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
@@ -358,9 +367,11 @@ impl ProxyHttp for Proxy {
         Ok(None)
     }
 
-    /// The client has its response: hand the created post to the dispatcher, never waiting.
-    async fn logging(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        if !(ctx.capturing && ctx.response_complete) || e.is_some() {
+    /// The exchange is over: if Mattermost created the post (its whole 201 was read), hand it
+    /// to the dispatcher, never waiting. A client that went away meanwhile does not matter: the
+    /// post exists, and Mattermost fires its hooks too.
+    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        if !(ctx.capturing && ctx.response_complete) {
             return;
         }
         let body = std::mem::take(&mut ctx.response_copy).freeze();

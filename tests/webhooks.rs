@@ -420,3 +420,44 @@ async fn a_retried_post_fires_once() {
     rx.assert_quiet(Duration::from_millis(200)).await;
     assert_eq!(rx.requests().len(), 1);
 }
+
+/// A client that sends its post and goes away at once: Mattermost still creates the post, and
+/// its hooks fire, as Mattermost's own would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_right_after_posting_still_fires_the_hooks() {
+    use tokio::io::AsyncWriteExt;
+    let mm = standin().await;
+    // Mattermost is slow to answer: the clients are gone before the 201 comes back.
+    mm.set_post_delay(Duration::from_millis(300));
+    let rx = WebhookReceiver::start(Responder::Status(200, String::new())).await;
+    let (text, listen) = config_text(
+        &mm.base_url(),
+        &format!(
+            "{ALLOW_LOOPBACK}hooks:\n{}",
+            form_hook("#build", &rx.url("/h"))
+        ),
+    );
+    let ph = start(&text, listen).await;
+    for (i, how) in ["half-close", "close"].iter().enumerate() {
+        let body = serde_json::json!({"channel_id": PUBLIC, "message": format!("#build {how}")})
+            .to_string();
+        let mut s = tokio::net::TcpStream::connect(ph.addr).await.unwrap();
+        let head = format!(
+            "POST /api/v4/posts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {USER_TOKEN}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(body.as_bytes()).await.unwrap();
+        if *how == "half-close" {
+            s.shutdown().await.unwrap();
+            mm.wait_for_posts(i + 1, T).await;
+            drop(s);
+        } else {
+            drop(s);
+        }
+        let got = rx.wait_for(i + 1, T).await;
+        let form: std::collections::HashMap<_, _> = got[i].form().into_iter().collect();
+        assert_eq!(form["text"], format!("#build {how}"), "{how}");
+    }
+    assert_eq!(mm.posts().len(), 2);
+}
