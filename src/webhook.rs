@@ -588,6 +588,67 @@ mod tests {
         }
     }
 
+    struct Fixed(Vec<IpAddr>);
+
+    impl Resolver for Fixed {
+        fn lookup(
+            &self,
+            _host: String,
+        ) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<IpAddr>>> + Send>> {
+            let v = self.0.clone();
+            Box::pin(async move { Ok(v) })
+        }
+    }
+
+    /// What the guarded resolver hands the connector, for an answer of `ips` (no connection
+    /// is ever made here).
+    async fn guarded(ips: &[&str], allowed: &[AllowEntry]) -> Result<Vec<IpAddr>, String> {
+        use reqwest::dns::Resolve;
+        use std::str::FromStr;
+        let g = GuardedResolver {
+            inner: Arc::new(Fixed(ips.iter().map(|s| s.parse().unwrap()).collect())),
+            policy: Arc::new(AddressPolicy::new(allowed)),
+        };
+        let name = reqwest::dns::Name::from_str("hooks.example.test").unwrap();
+        match g.resolve(name).await {
+            Ok(addrs) => Ok(addrs.map(|a| a.ip()).collect()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[tokio::test]
+    async fn guarded_resolver_hands_over_only_allowed_addresses() {
+        let internal = [
+            "10.0.0.1",
+            "172.16.5.4",
+            "192.168.0.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "127.0.0.1",
+            "::1",
+            "::",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.1.1.1",
+            "::ffff:169.254.169.254",
+        ];
+        for ip in internal {
+            let got = guarded(&[ip], &[]).await;
+            assert!(got.is_err(), "{ip} must be refused, got {got:?}");
+        }
+        let got = guarded(&["10.0.0.1", "93.184.216.34", "fe80::1"], &[]).await;
+        assert_eq!(
+            got.unwrap(),
+            vec!["93.184.216.34".parse::<IpAddr>().unwrap()]
+        );
+        let allowed = [AllowEntry::Net("10.0.0.0/8".parse().unwrap())];
+        let got = guarded(&["10.0.0.1", "192.168.0.1"], &allowed).await;
+        assert_eq!(got.unwrap(), vec!["10.0.0.1".parse::<IpAddr>().unwrap()]);
+        let by_name = [AllowEntry::Host("hooks.example.test".into())];
+        let got = guarded(&["192.168.0.1"], &by_name).await;
+        assert_eq!(got.unwrap(), vec!["192.168.0.1".parse::<IpAddr>().unwrap()]);
+    }
+
     #[test]
     fn allow_list_by_host_and_cidr() {
         let p = AddressPolicy::new(&[
