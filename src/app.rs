@@ -1,6 +1,7 @@
 //! App: wiring. Builds the Pingora server from a validated [`Config`]: the proxy service on
-//! `listen` and the dispatcher as a background service. This is the seam the binary, the
-//! tests and the benches all use; [`spawn`] runs a server on a thread of its own.
+//! `listen`, the dispatcher as a background service and, with `metrics_listen`, the metrics
+//! endpoint. This is the seam the binary, the tests and the benches all use; [`spawn`] runs a
+//! server on a thread of its own.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -13,6 +14,7 @@ use thiserror::Error;
 use crate::config::Config;
 use crate::dispatch::{AnswerSink, Dispatcher};
 use crate::mattermost::MattermostClient;
+use crate::metrics::MetricsApp;
 use crate::proxy::Proxy;
 use crate::rules::HookIndex;
 use crate::stats::Stats;
@@ -23,6 +25,11 @@ use crate::webhook::{AddressPolicy, Resolver, SystemResolver, WebhookClient};
 pub enum BuildError {
     #[error("HTTP client: {0}")]
     Client(String),
+    #[error("metrics_listen {addr}: cannot listen: {error}")]
+    MetricsListen {
+        addr: std::net::SocketAddr,
+        error: std::io::Error,
+    },
 }
 
 /// Replaceable parts, for tests.
@@ -88,6 +95,14 @@ pub fn build(config: &Config, options: Options) -> Result<(Server, Handle), Buil
     let index = Arc::new(HookIndex::new(&config.hooks));
     let (dispatcher, handle) =
         Dispatcher::new(config, index.clone(), mm, webhooks, stats.clone(), sink);
+    if let Some(addr) = config.metrics_listen {
+        // Pingora binds in the service's own thread and only panics there when it cannot:
+        // try the address here first, so that a taken port fails the start, loudly.
+        std::net::TcpListener::bind(addr)
+            .map_err(|error| BuildError::MetricsListen { addr, error })?;
+        let app = MetricsApp::new(stats.clone(), handle.queue_gauge());
+        server.add_service(crate::metrics::service(addr, app));
+    }
     let proxy = Proxy::new(config, index, handle, stats.clone());
     let mut service = pingora::proxy::http_proxy_service(&server.configuration, proxy);
     service.add_tcp(&config.listen.to_string());

@@ -39,6 +39,7 @@ pub mod file {
     #[serde(deny_unknown_fields)]
     pub struct File {
         pub listen: Option<Str>,
+        pub metrics_listen: Option<Str>,
         pub upstream: Option<Str>,
         pub bot_token: Option<Str>,
         #[serde(default)]
@@ -215,6 +216,8 @@ pub struct Upstream {
 #[derive(Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Where `GET /metrics` is served (Prometheus text format); `None`: no endpoint.
+    pub metrics_listen: Option<SocketAddr>,
     pub upstream: Upstream,
     pub bot_token: String,
     pub settings: Settings,
@@ -228,6 +231,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("listen", &self.listen)
+            .field("metrics_listen", &self.metrics_listen)
             .field("upstream", &self.upstream.base_url)
             .field("bot_token", &"<redacted>")
             .field("hooks", &self.hooks.len())
@@ -400,6 +404,27 @@ impl Validator<'_> {
                 "not an address:port such as 127.0.0.1:8065",
             )
         })?;
+        let metrics_listen = match &f.metrics_listen {
+            None => None,
+            Some(raw) => {
+                let value = self.subst(raw, "metrics_listen")?;
+                let addr: SocketAddr = value.parse().map_err(|_| {
+                    self.err(
+                        raw.referenced,
+                        "metrics_listen",
+                        "not an address:port such as 127.0.0.1:9091",
+                    )
+                })?;
+                if addr == listen {
+                    return Err(self.err(
+                        raw.referenced,
+                        "metrics_listen",
+                        "must differ from listen",
+                    ));
+                }
+                Some(addr)
+            }
+        };
         let (up_raw, up_loc) = self.required(&f.upstream, "upstream", top)?;
         let upstream = self.upstream(&up_raw, up_loc)?;
         let (bot_token, bt_loc) = self.required(&f.bot_token, "bot_token", top)?;
@@ -423,6 +448,7 @@ impl Validator<'_> {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Config {
             listen,
+            metrics_listen,
             upstream,
             bot_token,
             settings,
@@ -816,6 +842,21 @@ mod tests {
         );
         assert_eq!(c.settings.max_post_size, 16383);
         assert!(c.hooks.is_empty());
+        assert_eq!(c.metrics_listen, None, "no metrics endpoint unless asked");
+    }
+
+    #[test]
+    fn metrics_listen_is_an_address_apart_from_listen() {
+        let c = load(&format!("{MINIMAL}metrics_listen: \"127.0.0.1:9091\"\n")).unwrap();
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9091".parse().unwrap()));
+        assert_eq!(
+            err(&format!("{MINIMAL}metrics_listen: \"9091\"\n")),
+            "posthook.yaml:4:17: metrics_listen: not an address:port such as 127.0.0.1:9091"
+        );
+        assert_eq!(
+            err(&format!("{MINIMAL}metrics_listen: \"127.0.0.1:8065\"\n")),
+            "posthook.yaml:4:17: metrics_listen: must differ from listen"
+        );
     }
 
     #[test]

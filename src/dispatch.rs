@@ -7,7 +7,17 @@
 //! (public only), its team and the author, and sends one request per matching hook per callback
 //! URL, all concurrently under a global bound. Each answer is handed to an [`AnswerSink`]
 //! (the reply poster).
+//!
+//! Accounting: every callback request that becomes due is a `DueRequest`, which counts it
+//! due when created and ends it exactly once as delivered, failed or dropped, with one log
+//! line. Dropping one unsettled (an early return, a panic, or its task being cancelled when
+//! the runtime ends at shutdown) counts and logs it as dropped, so the identity
+//! `due == delivered + failed + dropped` holds whenever nothing is in flight. What cannot be
+//! counted: a process killed outright (SIGKILL, abort). And what is counted while the
+//! runtimes stop at shutdown reaches the logs but no scrape: the metrics endpoint stops with
+//! them.
 
+use std::fmt;
 use std::future::Future;
 use std::io::Read;
 use std::pin::Pin;
@@ -26,7 +36,7 @@ use crate::config::{Config, HookConfig};
 use crate::mattermost::MattermostClient;
 use crate::rules::HookIndex;
 use crate::stats::Stats;
-use crate::webhook::{Payload, WebhookAnswer, WebhookClient};
+use crate::webhook::{DeliveryError, Payload, WebhookAnswer, WebhookClient};
 
 /// How the upstream encoded the body of its 201.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +92,130 @@ pub struct Delivery {
     pub callback_host: String,
 }
 
+impl Delivery {
+    /// `hook=0 name="Build" post=… host=…`: the fields that open every delivery and reply
+    /// log line. Only the callback's host is ever shown, never its URL (a query may carry a
+    /// secret), and never the hook's token.
+    pub fn log_fields(&self) -> LogFields<'_> {
+        LogFields(self)
+    }
+}
+
+/// See [`Delivery::log_fields`].
+pub struct LogFields<'a>(&'a Delivery);
+
+impl fmt::Display for LogFields<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.0;
+        write!(
+            f,
+            "hook={} name={:?} post={} host={}",
+            d.hook_index, d.hook.display_name, d.post.id, d.callback_host
+        )
+    }
+}
+
+/// How a due callback request ended.
+enum Outcome<'a> {
+    /// An answer arrived (any status).
+    Delivered { status: u16, latency: Duration },
+    /// Sent (or refused by the address guard) and failed.
+    Failed {
+        error: &'a DeliveryError,
+        latency: Duration,
+    },
+    /// Never sent, or cut off in flight (its task cancelled at shutdown).
+    Dropped {
+        reason: &'static str,
+        error: Option<&'a str>,
+    },
+}
+
+/// One callback request that became due; see the module's "Accounting" paragraph.
+struct DueRequest {
+    delivery: Delivery,
+    stats: Arc<Stats>,
+    settled: bool,
+}
+
+impl DueRequest {
+    /// Counts a new due request.
+    fn new(delivery: Delivery, stats: Arc<Stats>) -> DueRequest {
+        Stats::inc(&stats.deliveries_due);
+        DueRequest {
+            delivery,
+            stats,
+            settled: false,
+        }
+    }
+
+    /// Counts and logs how the request ended; only the first call counts.
+    fn settle(&mut self, outcome: Outcome<'_>) {
+        if std::mem::replace(&mut self.settled, true) {
+            return;
+        }
+        let stats = &self.stats;
+        let fields = self.delivery.log_fields();
+        // The duration goes in before the outcome counter, so whoever sees the outcome
+        // counted also sees its duration.
+        match outcome {
+            Outcome::Delivered { status, latency } => {
+                stats.delivery_duration.observe(latency);
+                Stats::inc(&stats.deliveries_delivered);
+                info!(
+                    "delivery {fields} status={status} latency_ms={:.1} outcome=delivered",
+                    millis(latency)
+                );
+            }
+            Outcome::Failed { error, latency } => {
+                if matches!(error, DeliveryError::Refused(_)) {
+                    Stats::inc(&stats.deliveries_refused);
+                } else {
+                    stats.delivery_duration.observe(latency);
+                }
+                Stats::inc(&stats.deliveries_failed);
+                warn!(
+                    "delivery {fields} status=- latency_ms={:.1} outcome=failed error={:?}",
+                    millis(latency),
+                    error.to_string()
+                );
+            }
+            Outcome::Dropped { reason, error } => {
+                Stats::inc(&stats.deliveries_dropped);
+                match error {
+                    Some(e) => warn!(
+                        "delivery {fields} status=- latency_ms=- outcome=dropped reason={reason} error={e:?}"
+                    ),
+                    None => warn!(
+                        "delivery {fields} status=- latency_ms=- outcome=dropped reason={reason}"
+                    ),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for DueRequest {
+    fn drop(&mut self) {
+        if !self.settled {
+            // Unwinding from a panic, or the task was dropped: at shutdown, the runtime ending.
+            let reason = if std::thread::panicking() {
+                "panic"
+            } else {
+                "cancelled"
+            };
+            self.settle(Outcome::Dropped {
+                reason,
+                error: None,
+            });
+        }
+    }
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
 /// Receives every webhook answer. The reply poster implements it.
 pub trait AnswerSink: Send + Sync + 'static {
     /// Handles `answer` to `delivery`; runs on the dispatcher's runtime.
@@ -119,12 +253,62 @@ pub struct DispatchHandle {
     stats: Arc<Stats>,
 }
 
+/// Reads how many jobs wait in the dispatch queue, without keeping the queue open.
+#[derive(Clone)]
+pub struct QueueGauge {
+    tx: mpsc::WeakSender<Job>,
+    capacity: usize,
+}
+
+impl QueueGauge {
+    /// Jobs queued and not yet taken by the dispatcher (0 once the queue is gone).
+    pub fn depth(&self) -> usize {
+        self.tx
+            .upgrade()
+            .map_or(0, |tx| tx.max_capacity().saturating_sub(tx.capacity()))
+    }
+
+    /// The queue's bound (`limits.queue_capacity`).
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
 impl DispatchHandle {
     /// Queues `job` without waiting; a full or closed queue drops it (counted and logged).
     pub fn submit(&self, job: Job) {
         if let Err(e) = self.tx.try_send(job) {
             Stats::inc(&self.stats.jobs_dropped);
             warn!("webhook queue full or closed, dropping a created post: {e}");
+        }
+    }
+
+    /// A gauge on this queue's depth, for the metrics endpoint.
+    pub fn queue_gauge(&self) -> QueueGauge {
+        QueueGauge {
+            tx: self.tx.downgrade(),
+            capacity: self.tx.max_capacity(),
+        }
+    }
+}
+
+/// The dispatcher's end of the queue. Jobs still queued when it is dropped (the dispatcher
+/// stopping at shutdown) never became due; they are counted in `jobs_dropped` and logged.
+struct QueueEnd {
+    rx: mpsc::Receiver<Job>,
+    stats: Arc<Stats>,
+}
+
+impl Drop for QueueEnd {
+    fn drop(&mut self) {
+        self.rx.close();
+        let mut abandoned = 0u64;
+        while self.rx.try_recv().is_ok() {
+            abandoned += 1;
+        }
+        if abandoned > 0 {
+            Stats::add(&self.stats.jobs_dropped, abandoned);
+            warn!("dispatcher stopped with {abandoned} created post(s) still queued; not examined");
         }
     }
 }
@@ -186,12 +370,18 @@ impl Dispatcher {
 
     /// Processes jobs until the queue closes. Exposed for tests and benches.
     pub async fn run(&self) {
-        let Some(mut rx) = self.rx.lock().await.take() else {
+        let Some(rx) = self.rx.lock().await.take() else {
             warn!("dispatcher started twice; the second start does nothing");
             return;
         };
-        while let Some(job) = rx.recv().await {
+        let mut queue = QueueEnd {
+            rx,
+            stats: self.shared.stats.clone(),
+        };
+        while let Some(job) = queue.rx.recv().await {
             let Ok(permit) = self.shared.job_permits.clone().acquire_owned().await else {
+                // Never closed; should it be, the job in hand is counted with the queued ones.
+                Stats::inc(&self.shared.stats.jobs_dropped);
                 break;
             };
             let shared = self.shared.clone();
@@ -305,11 +495,27 @@ impl Shared {
             return;
         }
         Stats::add(&self.stats.hook_matches, matches.len() as u64);
-        let due: u64 = matches
+        // From here on every callback request is due and accounted for by its DueRequest.
+        // Bounded by the config: hooks × callback URLs.
+        let post = Arc::new(post);
+        let mut due: Vec<Vec<(DueRequest, &reqwest::Url)>> = matches
             .iter()
-            .map(|m| self.hooks[m.hook].callback_urls.len() as u64)
-            .sum();
-        Stats::add(&self.stats.deliveries_due, due);
+            .map(|m| {
+                let hook = &self.hooks[m.hook];
+                hook.callback_urls
+                    .iter()
+                    .map(|url| {
+                        let delivery = Delivery {
+                            post: post.clone(),
+                            hook_index: m.hook,
+                            hook: hook.clone(),
+                            callback_host: url.host_str().unwrap_or_default().to_string(),
+                        };
+                        (DueRequest::new(delivery, self.stats.clone()), url)
+                    })
+                    .collect()
+            })
+            .collect();
 
         let (user, team) =
             tokio::join!(self.mm.user(&post.user_id), self.mm.team(&channel.team_id));
@@ -321,19 +527,19 @@ impl Shared {
                     .or(t.err())
                     .map(|e| e.to_string())
                     .unwrap_or_default();
-                Stats::add(&self.stats.deliveries_dropped, due);
-                warn!(
-                    "look-up for post {} failed: {what}; {due} webhook request(s) dropped",
-                    post.id
-                );
+                for (d, _) in due.iter_mut().flatten() {
+                    d.settle(Outcome::Dropped {
+                        reason: "lookup_failed",
+                        error: Some(&what),
+                    });
+                }
                 return;
             }
         };
 
-        let post = Arc::new(post);
         let file_ids = post.file_ids.as_deref().unwrap_or_default().join(",");
-        for m in matches {
-            let hook = self.hooks[m.hook].clone();
+        for (m, requests) in matches.iter().zip(due) {
+            let hook = &self.hooks[m.hook];
             let payload = Payload {
                 token: &hook.token,
                 team_id: hook.team_id.as_deref().unwrap_or(&channel.team_id),
@@ -350,51 +556,46 @@ impl Shared {
             };
             // Encoded once per hook; each URL gets its own cheap clone.
             let body = Bytes::from(payload.encode(hook.content_type));
-            for url in &hook.callback_urls {
+            for (mut request, url) in requests {
                 let Ok(permit) = self.delivery_permits.clone().acquire_owned().await else {
-                    Stats::inc(&self.stats.deliveries_dropped);
+                    request.settle(Outcome::Dropped {
+                        reason: "no_capacity",
+                        error: None,
+                    });
                     continue;
                 };
                 let shared = self.clone();
-                let delivery = Delivery {
-                    post: post.clone(),
-                    hook_index: m.hook,
-                    hook: hook.clone(),
-                    callback_host: url.host_str().unwrap_or_default().to_string(),
-                };
                 let url = url.clone();
                 let body = body.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
-                    shared.deliver(delivery, url, body).await;
+                    shared.deliver(request, url, body).await;
                 });
             }
         }
     }
 
-    async fn deliver(&self, delivery: Delivery, url: reqwest::Url, body: Bytes) {
+    async fn deliver(&self, mut request: DueRequest, url: reqwest::Url, body: Bytes) {
         let started = Instant::now();
         let result = self
             .webhooks
-            .send(&url, delivery.hook.content_type, body)
+            .send(&url, request.delivery.hook.content_type, body)
             .await;
-        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        let latency = started.elapsed();
         match result {
             Ok(answer) => {
-                Stats::inc(&self.stats.deliveries_delivered);
-                info!(
-                    "delivery hook={} post={} host={} status={} latency_ms={ms:.1} outcome=delivered",
-                    delivery.hook_index, delivery.post.id, delivery.callback_host, answer.status
-                );
+                request.settle(Outcome::Delivered {
+                    status: answer.status,
+                    latency,
+                });
+                let delivery = request.delivery.clone();
+                drop(request);
                 self.sink.handle(delivery, answer).await;
             }
-            Err(e) => {
-                Stats::inc(&self.stats.deliveries_failed);
-                warn!(
-                    "delivery hook={} post={} host={} status=- latency_ms={ms:.1} outcome=failed error={e}",
-                    delivery.hook_index, delivery.post.id, delivery.callback_host
-                );
-            }
+            Err(error) => request.settle(Outcome::Failed {
+                error: &error,
+                latency,
+            }),
         }
     }
 }
@@ -446,6 +647,97 @@ mod tests {
         let bomb = gz.finish().unwrap();
         assert!(bomb.len() < 1024 * 1024);
         assert!(decode_body(&bomb, BodyEncoding::Gzip, 4 * 1024 * 1024).is_none());
+    }
+
+    fn delivery() -> Delivery {
+        let config = Config::from_yaml(
+            "t.yaml",
+            "listen: \"127.0.0.1:1\"\nupstream: \"http://127.0.0.1:2\"\nbot_token: b\nhooks:\n  - display_name: \"Build it\"\n    trigger_words: [a]\n    callback_urls: [\"http://ci.example/h?secret=s\"]\n    token: t\n",
+            &|_| None,
+        )
+        .unwrap();
+        Delivery {
+            post: Arc::new(CreatedPost {
+                id: "post1".into(),
+                ..Default::default()
+            }),
+            hook_index: 0,
+            hook: Arc::new(config.hooks[0].clone()),
+            callback_host: "ci.example".into(),
+        }
+    }
+
+    #[test]
+    fn a_due_request_ends_exactly_once_even_when_dropped_unsettled() {
+        let stats = Arc::new(Stats::default());
+        let mut d = DueRequest::new(delivery(), stats.clone());
+        d.settle(Outcome::Delivered {
+            status: 200,
+            latency: Duration::from_millis(20),
+        });
+        d.settle(Outcome::Dropped {
+            reason: "again",
+            error: None,
+        });
+        drop(d);
+        // Left unsettled: an early return, or a task cancelled when the runtime ends.
+        drop(DueRequest::new(delivery(), stats.clone()));
+        let refused = DeliveryError::Refused("127.0.0.1 is internal".into());
+        DueRequest::new(delivery(), stats.clone()).settle(Outcome::Failed {
+            error: &refused,
+            latency: Duration::from_millis(1),
+        });
+        let timeout = DeliveryError::Timeout(Duration::from_secs(30));
+        DueRequest::new(delivery(), stats.clone()).settle(Outcome::Failed {
+            error: &timeout,
+            latency: Duration::from_secs(30),
+        });
+        let s = stats.snapshot();
+        assert_eq!(s.deliveries_due, 4);
+        assert_eq!(
+            s.deliveries_delivered, 1,
+            "the second settle does not count"
+        );
+        assert_eq!(s.deliveries_dropped, 1, "dropped unsettled");
+        assert_eq!(s.deliveries_failed, 2);
+        assert_eq!(s.deliveries_refused, 1);
+        assert_eq!(
+            s.delivery_duration.count(),
+            2,
+            "timed: the delivered one and the timed-out one, not the refused one"
+        );
+    }
+
+    #[test]
+    fn log_fields_show_the_host_and_never_the_url_or_token() {
+        let shown = delivery().log_fields().to_string();
+        assert_eq!(shown, "hook=0 name=\"Build it\" post=post1 host=ci.example");
+    }
+
+    #[test]
+    fn queue_gauge_reads_the_depth_and_abandoned_jobs_are_counted() {
+        let stats = Arc::new(Stats::default());
+        let (tx, rx) = mpsc::channel(4);
+        let handle = DispatchHandle {
+            tx,
+            stats: stats.clone(),
+        };
+        let gauge = handle.queue_gauge();
+        assert_eq!((gauge.depth(), gauge.capacity()), (0, 4));
+        for _ in 0..3 {
+            handle.submit(Job {
+                body: Bytes::new(),
+                encoding: BodyEncoding::Identity,
+            });
+        }
+        assert_eq!(gauge.depth(), 3);
+        drop(QueueEnd {
+            rx,
+            stats: stats.clone(),
+        });
+        assert_eq!(stats.snapshot().jobs_dropped, 3, "still queued at the end");
+        drop(handle);
+        assert_eq!(gauge.depth(), 0, "the gauge does not keep the queue alive");
     }
 
     #[test]

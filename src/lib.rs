@@ -21,12 +21,16 @@
 //! - [`slack`]: Slack markup → Mattermost translation (pure).
 //! - [`mattermost`]: REST client with bounded, coalescing look-up caches.
 //! - [`stats`]: counters for every outcome.
+//! - [`metrics`]: the optional Prometheus endpoint (`metrics_listen`) over [`stats`].
+//! - [`logging`]: the log policy that keeps dependencies' secrets out of the logs.
 //! - [`app`]: wiring; the seam the binary, tests and benches use.
 
 pub mod app;
 pub mod config;
 pub mod dispatch;
+pub mod logging;
 pub mod mattermost;
+pub mod metrics;
 pub mod poster;
 pub mod proxy;
 pub mod reply;

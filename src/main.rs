@@ -25,7 +25,14 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).build();
+    let max_level = logger.filter();
+    // Every line goes through posthook's policy: dependencies capped at info (Pingora logs
+    // request headers, credentials included, at debug).
+    if log::set_boxed_logger(Box::new(posthook::logging::SecretSafe::new(logger))).is_ok() {
+        log::set_max_level(max_level);
+    }
     let config = match Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
@@ -45,6 +52,9 @@ fn main() -> ExitCode {
                 config.upstream.base_url,
                 config.hooks.len()
             );
+            if let Some(addr) = config.metrics_listen {
+                log::info!("metrics on http://{addr}/metrics");
+            }
             server.run_forever()
         }
         Err(e) => {

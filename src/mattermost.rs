@@ -160,6 +160,7 @@ impl MattermostClient {
             Stats::inc(&self.inner.stats.lookups);
             match self.inner.users.get(id).await {
                 Some(u) => {
+                    Stats::inc(&self.inner.stats.lookup_cache_hits);
                     found.insert(u.id.clone(), u.username.clone());
                 }
                 None => missing.push(id.clone()),
@@ -239,11 +240,15 @@ impl MattermostClient {
     }
 
     fn after_lookup<T>(&self, result: &Result<T, Arc<ApiError>>, fetched: &AtomicBool) {
-        if fetched.load(Ordering::Relaxed) {
+        let fetched = fetched.load(Ordering::Relaxed);
+        if fetched {
             Stats::inc(&self.inner.stats.lookup_requests);
         }
         if result.is_err() {
             Stats::inc(&self.inner.stats.lookup_failures);
+        } else if !fetched {
+            // From the cache, or shared with an identical request another caller made.
+            Stats::inc(&self.inner.stats.lookup_cache_hits);
         }
     }
 

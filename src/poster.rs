@@ -5,12 +5,15 @@
 //! /api/v4/posts?set_online=false` with the bot token for each part, in order. A reply is
 //! never retried: a failed part is logged with Mattermost's AppError and counted, and the
 //! remaining parts are not posted (as Mattermost stops at the first failed part).
+//!
+//! Each answer ends in one `reply` log line in the delivery lines' key=value format
+//! ([`Delivery::log_fields`]), with `outcome=posted|failed|none`.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use log::{info, warn};
+use log::{debug, info, warn};
 
 use crate::config::Config;
 use crate::dispatch::{AnswerSink, Delivery};
@@ -65,18 +68,19 @@ impl AnswerSink for Poster {
 impl Inner {
     async fn reply(&self, delivery: Delivery, answer: WebhookAnswer) {
         let post = &delivery.post;
-        let hook_no = delivery.hook_index;
+        let fields = delivery.log_fields();
         let response = match decode_response(&answer.body) {
             Ok(Some(r)) if r.wants_reply() => r,
             Ok(_) => {
                 Stats::inc(&self.stats.replies_none);
+                debug!("reply {fields} outcome=none");
                 return;
             }
             Err(e) => {
                 Stats::inc(&self.stats.replies_failed);
                 warn!(
-                    "reply hook={hook_no} post={} host={} outcome=failed: undecodable answer: {e}",
-                    post.id, delivery.callback_host
+                    "reply {fields} outcome=failed error={:?}",
+                    format!("undecodable answer: {e}")
                 );
                 return;
             }
@@ -106,7 +110,7 @@ impl Inner {
             Ok(parts) => parts,
             Err(e) => {
                 Stats::inc(&self.stats.replies_failed);
-                warn!("reply hook={hook_no} post={} outcome=failed: {e}", post.id);
+                warn!("reply {fields} outcome=failed error={:?}", e.to_string());
                 return;
             }
         };
@@ -115,17 +119,14 @@ impl Inner {
             if let Err(e) = self.mm.post_json(REPLY_PATH, part).await {
                 Stats::inc(&self.stats.replies_failed);
                 warn!(
-                    "reply hook={hook_no} post={} part={}/{total} outcome=failed: {e}",
-                    post.id,
-                    i + 1
+                    "reply {fields} part={}/{total} outcome=failed error={:?}",
+                    i + 1,
+                    e.to_string()
                 );
                 return;
             }
         }
         Stats::inc(&self.stats.replies_posted);
-        info!(
-            "reply hook={hook_no} post={} parts={total} outcome=posted",
-            post.id
-        );
+        info!("reply {fields} parts={total} outcome=posted");
     }
 }
