@@ -25,6 +25,11 @@ use crate::webhook::{AddressPolicy, Resolver, SystemResolver, WebhookClient};
 pub enum BuildError {
     #[error("HTTP client: {0}")]
     Client(String),
+    #[error("listen {addr}: cannot listen: {error}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        error: std::io::Error,
+    },
     #[error("metrics_listen {addr}: cannot listen: {error}")]
     MetricsListen {
         addr: std::net::SocketAddr,
@@ -103,6 +108,11 @@ pub fn build(config: &Config, options: Options) -> Result<(Server, Handle), Buil
         let app = MetricsApp::new(stats.clone(), handle.queue_gauge());
         server.add_service(crate::metrics::service(addr, app));
     }
+    // As for metrics_listen: a taken port is an error here, not a panic in Pingora's thread.
+    std::net::TcpListener::bind(config.listen).map_err(|error| BuildError::Listen {
+        addr: config.listen,
+        error,
+    })?;
     let proxy = Proxy::new(config, index, handle, stats.clone());
     let mut service = pingora::proxy::http_proxy_service(&server.configuration, proxy);
     service.add_tcp(&config.listen.to_string());

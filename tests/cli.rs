@@ -171,3 +171,24 @@ fn signals_stop_the_server() {
         }
     }
 }
+
+/// A port that is already taken is reported, not a panic or a hang.
+#[test]
+fn a_taken_listen_port_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let path = temp_file(
+        &format!("taken{port}"),
+        &format!("listen: \"127.0.0.1:{port}\"\nupstream: \"http://127.0.0.1:1\"\nbot_token: x\n"),
+    );
+    let out = Command::new(BIN)
+        .args(["-c", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("listen 127.0.0.1:{port}: cannot listen")),
+        "{err}"
+    );
+}
