@@ -3,22 +3,29 @@
 //! endpoint. This is the seam the binary, the tests and the benches all use; [`spawn`] runs a
 //! server on a thread of its own.
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
+use log::{error, info, warn};
 use pingora::server::configuration::ServerConf;
-use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
-use pingora::services::background::background_service;
+use pingora::server::{
+    ExecutionPhase, RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch,
+};
+use pingora::services::background::{background_service, BackgroundService};
 use thiserror::Error;
 
 use crate::config::Config;
-use crate::dispatch::{AnswerSink, Dispatcher};
+use crate::dispatch::{AnswerSink, Dispatcher, IdleProbe};
+use crate::live::{restart_only_changes, Live, LiveConfig};
 use crate::mattermost::MattermostClient;
 use crate::metrics::MetricsApp;
 use crate::proxy::Proxy;
-use crate::rules::HookIndex;
 use crate::stats::Stats;
-use crate::webhook::{AddressPolicy, Resolver, SystemResolver, WebhookClient};
+use crate::webhook::{Resolver, SystemResolver};
 
 /// Why the server could not be built.
 #[derive(Debug, Error)]
@@ -43,6 +50,8 @@ pub struct Options {
     pub resolver: Arc<dyn Resolver>,
     /// Receives every webhook answer; `None` uses the reply poster.
     pub answer_sink: Option<Arc<dyn AnswerSink>>,
+    /// The config file, read again on SIGHUP; `None`: no reload on SIGHUP.
+    pub config_path: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -50,6 +59,7 @@ impl Default for Options {
         Options {
             resolver: Arc::new(SystemResolver),
             answer_sink: None,
+            config_path: None,
         }
     }
 }
@@ -58,6 +68,39 @@ impl Default for Options {
 #[derive(Clone)]
 pub struct Handle {
     pub stats: Arc<Stats>,
+    idle: IdleProbe,
+    in_flight: Arc<AtomicUsize>,
+    reload: Arc<ReloadState>,
+}
+
+struct ReloadState {
+    live: LiveConfig,
+    resolver: Arc<dyn Resolver>,
+    current: Mutex<Config>,
+}
+
+impl Handle {
+    /// True when no proxied request (websockets aside) is in flight and the dispatcher has
+    /// no job or delivery left.
+    pub fn is_idle(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) == 0 && self.idle.is_idle()
+    }
+
+    /// Swaps in the hooks and settings of `new` atomically. Returns the names of the changed
+    /// sections that only a restart applies (they keep their running values).
+    pub fn reload(&self, new: &Config) -> Result<Vec<&'static str>, String> {
+        let live = Live::build(new, self.reload.resolver.clone())
+            .map_err(|e| format!("HTTP client: {e}"))?;
+        let mut current = self
+            .reload
+            .current
+            .lock()
+            .map_err(|_| "reload state poisoned".to_string())?;
+        let restart_only = restart_only_changes(&current, new);
+        self.reload.live.store(Arc::new(live));
+        *current = new.clone();
+        Ok(restart_only)
+    }
 }
 
 /// Builds the Pingora server for `config`.
@@ -82,24 +125,20 @@ pub fn build(config: &Config, options: Options) -> Result<(Server, Handle), Buil
         stats.clone(),
     )
     .map_err(|e| BuildError::Client(e.to_string()))?;
-    let webhooks = WebhookClient::new(
-        AddressPolicy::new(&config.settings.allowed_untrusted_internal_connections),
-        options.resolver,
-        config.settings.outgoing_integration_requests_timeout,
-    )
-    .map_err(|e| BuildError::Client(e.to_string()))?;
+    let live = Live::build(config, options.resolver.clone())
+        .map_err(|e| BuildError::Client(e.to_string()))?
+        .shared();
     let sink = match options.answer_sink {
         Some(s) => s,
-        None => Arc::new(crate::poster::Poster::new(
-            config,
+        None => Arc::new(crate::poster::Poster::with_live(
+            live.clone(),
             mm.clone(),
             stats.clone(),
         )),
     };
 
-    let index = Arc::new(HookIndex::new(&config.hooks));
-    let (dispatcher, handle) =
-        Dispatcher::new(config, index.clone(), mm, webhooks, stats.clone(), sink);
+    let (dispatcher, handle) = Dispatcher::with_live(config, live.clone(), mm, stats.clone(), sink);
+    let idle = dispatcher.idle_probe();
     if let Some(addr) = config.metrics_listen {
         // Pingora binds in the service's own thread and only panics there when it cannot:
         // try the address here first, so that a taken port fails the start, loudly.
@@ -113,12 +152,132 @@ pub fn build(config: &Config, options: Options) -> Result<(Server, Handle), Buil
         addr: config.listen,
         error,
     })?;
-    let proxy = Proxy::new(config, index, handle, stats.clone());
+    let proxy = Proxy::with_live(config, live.clone(), handle, stats.clone());
+    let in_flight = proxy.in_flight();
     let mut service = pingora::proxy::http_proxy_service(&server.configuration, proxy);
     service.add_tcp(&config.listen.to_string());
     server.add_service(service);
     server.add_service(background_service("webhook dispatcher", dispatcher));
-    Ok((server, Handle { stats }))
+    let handle = Handle {
+        stats,
+        idle,
+        in_flight,
+        reload: Arc::new(ReloadState {
+            live,
+            resolver: options.resolver,
+            current: Mutex::new(config.clone()),
+        }),
+    };
+    if let Some(path) = options.config_path {
+        server.add_service(background_service(
+            "config reloader",
+            Reloader {
+                path,
+                handle: handle.clone(),
+            },
+        ));
+    }
+    Ok((server, handle))
+}
+
+/// Reloads the config file on SIGHUP. An invalid file is rejected with a log line and the
+/// running configuration stays.
+struct Reloader {
+    path: PathBuf,
+    handle: Handle,
+}
+
+impl Reloader {
+    fn reload(&self) {
+        let name = self.path.display();
+        let config = match Config::load(&self.path) {
+            Ok(c) => c,
+            Err(e) => {
+                error!("reload rejected, the running configuration stays: {e}");
+                return;
+            }
+        };
+        match self.handle.reload(&config) {
+            Ok(restart_only) => {
+                info!("reloaded {name}: {} hooks", config.hooks.len());
+                for section in restart_only {
+                    warn!(
+                        "reload: {section} changed in {name}; it takes effect only after a restart"
+                    );
+                }
+            }
+            Err(e) => error!("reload rejected, the running configuration stays: {e}"),
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                error!("cannot listen for SIGHUP, reloading is off: {e}");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                got = hangup.recv() => {
+                    if got.is_none() {
+                        return;
+                    }
+                    self.reload();
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Ends a graceful shutdown as soon as the work is done: once Pingora has stopped accepting
+/// and starts its grace period, a watcher thread waits until no request is in flight and no
+/// job, delivery or reply is pending, logs what was delivered and dropped, and exits the
+/// process (Pingora itself would sleep through the whole grace period). If the work is not
+/// done within the grace period, Pingora's own shutdown continues and counts what it cuts.
+pub fn exit_when_drained(server: &Server, handle: &Handle, grace: Duration) {
+    let mut phases = server.watch_execution_phase();
+    let handle = handle.clone();
+    let spawned = std::thread::Builder::new()
+        .name("posthook-drain".into())
+        .spawn(move || loop {
+            match phases.blocking_recv() {
+                Ok(ExecutionPhase::ShutdownGracePeriod) => {
+                    let deadline = Instant::now() + grace;
+                    while !handle.is_idle() && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    let s = handle.stats.snapshot();
+                    let summary = format!(
+                        "due={} delivered={} failed={} dropped={} jobs_dropped={}",
+                        s.deliveries_due,
+                        s.deliveries_delivered,
+                        s.deliveries_failed,
+                        s.deliveries_dropped,
+                        s.jobs_dropped
+                    );
+                    if handle.is_idle() {
+                        info!("shutdown: all work done; exiting ({summary})");
+                        log::logger().flush();
+                        std::process::exit(0);
+                    }
+                    warn!("shutdown: grace period over with work pending ({summary}); stopping");
+                    return;
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        });
+    if let Err(e) = spawned {
+        warn!("cannot watch the shutdown, the whole grace period will be waited: {e}");
+    }
 }
 
 /// A posthook server running on its own thread (tests, benches, embedding).

@@ -21,6 +21,7 @@ use std::fmt;
 use std::future::Future;
 use std::io::Read;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,7 @@ use serde::Deserialize;
 use tokio::sync::{mpsc, Mutex, Semaphore};
 
 use crate::config::{Config, HookConfig};
+use crate::live::{Live, LiveConfig};
 use crate::mattermost::MattermostClient;
 use crate::rules::HookIndex;
 use crate::stats::Stats;
@@ -251,6 +253,32 @@ impl AnswerSink for LogAnswers {
 pub struct DispatchHandle {
     tx: mpsc::Sender<Job>,
     stats: Arc<Stats>,
+    pending_jobs: Arc<AtomicUsize>,
+}
+
+/// Tells whether the dispatcher is idle: no job queued or being processed, and no delivery
+/// (or its reply) in flight. Used to end a graceful shutdown as soon as the work is done.
+#[derive(Clone)]
+pub struct IdleProbe {
+    shared: Arc<Shared>,
+}
+
+impl IdleProbe {
+    /// True when no job and no delivery is pending.
+    pub fn is_idle(&self) -> bool {
+        self.shared.pending_jobs.load(Ordering::SeqCst) == 0
+            && self.shared.delivery_permits.available_permits()
+                == self.shared.max_concurrent_deliveries
+    }
+}
+
+/// Decrements the pending-job count when a job is done, however it ends.
+struct PendingJob(Arc<AtomicUsize>);
+
+impl Drop for PendingJob {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Reads how many jobs wait in the dispatch queue, without keeping the queue open.
@@ -277,7 +305,10 @@ impl QueueGauge {
 impl DispatchHandle {
     /// Queues `job` without waiting; a full or closed queue drops it (counted and logged).
     pub fn submit(&self, job: Job) {
+        // Counted before it is visible to the dispatcher, so the count never dips below zero.
+        self.pending_jobs.fetch_add(1, Ordering::SeqCst);
         if let Err(e) = self.tx.try_send(job) {
+            self.pending_jobs.fetch_sub(1, Ordering::SeqCst);
             Stats::inc(&self.stats.jobs_dropped);
             warn!("webhook queue full or closed, dropping a created post: {e}");
         }
@@ -297,6 +328,7 @@ impl DispatchHandle {
 struct QueueEnd {
     rx: mpsc::Receiver<Job>,
     stats: Arc<Stats>,
+    pending_jobs: Arc<AtomicUsize>,
 }
 
 impl Drop for QueueEnd {
@@ -307,6 +339,8 @@ impl Drop for QueueEnd {
             abandoned += 1;
         }
         if abandoned > 0 {
+            self.pending_jobs
+                .fetch_sub(abandoned as usize, Ordering::SeqCst);
             Stats::add(&self.stats.jobs_dropped, abandoned);
             warn!("dispatcher stopped with {abandoned} created post(s) still queued; not examined");
         }
@@ -320,11 +354,12 @@ pub struct Dispatcher {
 }
 
 struct Shared {
-    hooks: Vec<Arc<HookConfig>>,
-    index: Arc<HookIndex>,
+    live: LiveConfig,
     mm: MattermostClient,
-    webhooks: WebhookClient,
     stats: Arc<Stats>,
+    /// Jobs submitted and not yet fully processed (queued or being looked up and matched).
+    pending_jobs: Arc<AtomicUsize>,
+    max_concurrent_deliveries: usize,
     max_decoded: usize,
     job_permits: Arc<Semaphore>,
     delivery_permits: Arc<Semaphore>,
@@ -333,7 +368,8 @@ struct Shared {
 }
 
 impl Dispatcher {
-    /// Builds the dispatcher and the handle the proxy submits to.
+    /// Builds the dispatcher and the handle the proxy submits to, with a fixed set of hooks
+    /// (`index` must be compiled from `config.hooks`).
     pub fn new(
         config: &Config,
         index: Arc<HookIndex>,
@@ -342,13 +378,35 @@ impl Dispatcher {
         stats: Arc<Stats>,
         sink: Arc<dyn AnswerSink>,
     ) -> (Dispatcher, DispatchHandle) {
-        let (tx, rx) = mpsc::channel(config.limits.queue_capacity);
-        let shared = Shared {
+        let live = Live {
             hooks: config.hooks.iter().cloned().map(Arc::new).collect(),
-            index,
-            mm,
+            index: Arc::unwrap_or_clone(index),
             webhooks,
+            reply: crate::reply::ReplySettings {
+                enable_post_username_override: config.settings.enable_post_username_override,
+                enable_post_icon_override: config.settings.enable_post_icon_override,
+                max_post_size: config.settings.max_post_size,
+            },
+        };
+        Dispatcher::with_live(config, live.shared(), mm, stats, sink)
+    }
+
+    /// Builds the dispatcher on a swappable snapshot of the hooks (see [`crate::live`]).
+    pub fn with_live(
+        config: &Config,
+        live: LiveConfig,
+        mm: MattermostClient,
+        stats: Arc<Stats>,
+        sink: Arc<dyn AnswerSink>,
+    ) -> (Dispatcher, DispatchHandle) {
+        let (tx, rx) = mpsc::channel(config.limits.queue_capacity);
+        let pending_jobs = Arc::new(AtomicUsize::new(0));
+        let shared = Shared {
+            live,
+            mm,
             stats: stats.clone(),
+            pending_jobs: pending_jobs.clone(),
+            max_concurrent_deliveries: config.limits.max_concurrent_deliveries,
             max_decoded: config.limits.max_decoded_body_bytes,
             job_permits: Arc::new(Semaphore::new(config.limits.max_concurrent_jobs)),
             delivery_permits: Arc::new(Semaphore::new(config.limits.max_concurrent_deliveries)),
@@ -364,8 +422,19 @@ impl Dispatcher {
                 rx: Mutex::new(Some(rx)),
                 shared: Arc::new(shared),
             },
-            DispatchHandle { tx, stats },
+            DispatchHandle {
+                tx,
+                stats,
+                pending_jobs,
+            },
         )
+    }
+
+    /// A probe telling whether the dispatcher has nothing left to do.
+    pub fn idle_probe(&self) -> IdleProbe {
+        IdleProbe {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Processes jobs until the queue closes. Exposed for tests and benches.
@@ -377,8 +446,10 @@ impl Dispatcher {
         let mut queue = QueueEnd {
             rx,
             stats: self.shared.stats.clone(),
+            pending_jobs: self.shared.pending_jobs.clone(),
         };
         while let Some(job) = queue.rx.recv().await {
+            let pending = PendingJob(self.shared.pending_jobs.clone());
             let Ok(permit) = self.shared.job_permits.clone().acquire_owned().await else {
                 // Never closed; should it be, the job in hand is counted with the queued ones.
                 Stats::inc(&self.shared.stats.jobs_dropped);
@@ -387,6 +458,7 @@ impl Dispatcher {
             let shared = self.shared.clone();
             tokio::spawn(async move {
                 let _permit = permit;
+                let _pending = pending;
                 shared.process(job).await;
             });
         }
@@ -442,7 +514,9 @@ impl Shared {
                 return;
             }
         };
-        if !self.index.could_match(&post.channel_id, &post.message) {
+        // One snapshot of the hooks for the whole job, however a reload happens meanwhile.
+        let live = self.live.load_full();
+        if !live.index.could_match(&post.channel_id, &post.message) {
             return;
         }
         if !self
@@ -488,7 +562,7 @@ impl Shared {
             Stats::inc(&self.stats.non_public_skipped);
             return;
         }
-        let matches = self
+        let matches = live
             .index
             .matches(&post.channel_id, &channel.team_id, &post.message);
         if matches.is_empty() {
@@ -501,7 +575,7 @@ impl Shared {
         let mut due: Vec<Vec<(DueRequest, &reqwest::Url)>> = matches
             .iter()
             .map(|m| {
-                let hook = &self.hooks[m.hook];
+                let hook = &live.hooks[m.hook];
                 hook.callback_urls
                     .iter()
                     .map(|url| {
@@ -539,7 +613,7 @@ impl Shared {
 
         let file_ids = post.file_ids.as_deref().unwrap_or_default().join(",");
         for (m, requests) in matches.iter().zip(due) {
-            let hook = &self.hooks[m.hook];
+            let hook = &live.hooks[m.hook];
             let payload = Payload {
                 token: &hook.token,
                 team_id: hook.team_id.as_deref().unwrap_or(&channel.team_id),
@@ -565,20 +639,26 @@ impl Shared {
                     continue;
                 };
                 let shared = self.clone();
+                let webhooks = live.webhooks.clone();
                 let url = url.clone();
                 let body = body.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
-                    shared.deliver(request, url, body).await;
+                    shared.deliver(&webhooks, request, url, body).await;
                 });
             }
         }
     }
 
-    async fn deliver(&self, mut request: DueRequest, url: reqwest::Url, body: Bytes) {
+    async fn deliver(
+        &self,
+        webhooks: &WebhookClient,
+        mut request: DueRequest,
+        url: reqwest::Url,
+        body: Bytes,
+    ) {
         let started = Instant::now();
-        let result = self
-            .webhooks
+        let result = webhooks
             .send(&url, request.delivery.hook.content_type, body)
             .await;
         let latency = started.elapsed();
@@ -718,9 +798,11 @@ mod tests {
     fn queue_gauge_reads_the_depth_and_abandoned_jobs_are_counted() {
         let stats = Arc::new(Stats::default());
         let (tx, rx) = mpsc::channel(4);
+        let pending = Arc::new(AtomicUsize::new(0));
         let handle = DispatchHandle {
             tx,
             stats: stats.clone(),
+            pending_jobs: pending.clone(),
         };
         let gauge = handle.queue_gauge();
         assert_eq!((gauge.depth(), gauge.capacity()), (0, 4));
@@ -731,11 +813,14 @@ mod tests {
             });
         }
         assert_eq!(gauge.depth(), 3);
+        assert_eq!(pending.load(Ordering::SeqCst), 3, "pending while queued");
         drop(QueueEnd {
             rx,
             stats: stats.clone(),
+            pending_jobs: pending.clone(),
         });
         assert_eq!(stats.snapshot().jobs_dropped, 3, "still queued at the end");
+        assert_eq!(pending.load(Ordering::SeqCst), 0, "no longer pending");
         drop(handle);
         assert_eq!(gauge.depth(), 0, "the gauge does not keep the queue alive");
     }

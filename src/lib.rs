@@ -19,6 +19,7 @@
 //! - [`poster`]: posts the replies through the REST API with the bot token.
 //! - [`reply`]: webhook answer decoding and reply building (pure).
 //! - [`slack`]: Slack markup → Mattermost translation (pure).
+//! - [`live`]: the reloadable part of the config (hooks, settings) behind one atomic swap.
 //! - [`mattermost`]: REST client with bounded, coalescing look-up caches.
 //! - [`stats`]: counters for every outcome.
 //! - [`metrics`]: the optional Prometheus endpoint (`metrics_listen`) over [`stats`].
@@ -28,6 +29,7 @@
 pub mod app;
 pub mod config;
 pub mod dispatch;
+pub mod live;
 pub mod logging;
 pub mod mattermost;
 pub mod metrics;

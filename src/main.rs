@@ -1,7 +1,8 @@
 //! The `posthook` binary: parse arguments, load the config, run the server.
 //!
 //! ```text
-//! posthook -c posthook.yaml        # run until SIGTERM (graceful) or SIGINT (fast)
+//! posthook -c posthook.yaml        # run until SIGTERM (graceful) or SIGINT (fast);
+//!                                  # SIGHUP reloads the hooks and settings
 //! posthook -c posthook.yaml -t     # check the config and exit
 //! ```
 
@@ -44,8 +45,13 @@ fn main() -> ExitCode {
         println!("config ok: {} hooks", config.hooks.len());
         return ExitCode::SUCCESS;
     }
-    match posthook::app::build(&config, posthook::app::Options::default()) {
-        Ok((server, _handle)) => {
+    let options = posthook::app::Options {
+        config_path: Some(args.config.clone()),
+        ..Default::default()
+    };
+    match posthook::app::build(&config, options) {
+        Ok((server, handle)) => {
+            posthook::app::exit_when_drained(&server, &handle, config.server.grace_period);
             log::info!(
                 "posthook listening on {} for {} with {} hooks",
                 config.listen,

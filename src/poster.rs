@@ -17,6 +17,7 @@ use log::{debug, info, warn};
 
 use crate::config::Config;
 use crate::dispatch::{AnswerSink, Delivery};
+use crate::live::LiveConfig;
 use crate::mattermost::MattermostClient;
 use crate::reply::{build_reply_posts, decode_response, HookInfo, ReplySettings, TriggerPost};
 use crate::stats::Stats;
@@ -33,8 +34,24 @@ pub struct Poster {
 
 struct Inner {
     mm: MattermostClient,
-    settings: ReplySettings,
+    settings: Settings,
     stats: Arc<Stats>,
+}
+
+/// Where the reply settings come from.
+enum Settings {
+    Fixed(ReplySettings),
+    /// The live snapshot: a reload changes the settings of the replies that follow.
+    Live(LiveConfig),
+}
+
+impl Settings {
+    fn get(&self) -> ReplySettings {
+        match self {
+            Settings::Fixed(s) => *s,
+            Settings::Live(live) => live.load().reply,
+        }
+    }
 }
 
 impl Poster {
@@ -43,11 +60,22 @@ impl Poster {
         Poster {
             inner: Arc::new(Inner {
                 mm,
-                settings: ReplySettings {
+                settings: Settings::Fixed(ReplySettings {
                     enable_post_username_override: config.settings.enable_post_username_override,
                     enable_post_icon_override: config.settings.enable_post_icon_override,
                     max_post_size: config.settings.max_post_size,
-                },
+                }),
+                stats,
+            }),
+        }
+    }
+
+    /// A poster reading the reply settings from the live, reloadable snapshot.
+    pub fn with_live(live: LiveConfig, mm: MattermostClient, stats: Arc<Stats>) -> Poster {
+        Poster {
+            inner: Arc::new(Inner {
+                mm,
+                settings: Settings::Live(live),
                 stats,
             }),
         }
@@ -104,7 +132,7 @@ impl Inner {
                 root_id: &post.root_id,
                 channel_id: &post.channel_id,
             },
-            &self.settings,
+            &self.settings.get(),
             &users,
         ) {
             Ok(parts) => parts,

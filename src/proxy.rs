@@ -9,6 +9,7 @@
 //! turned into an error for the user.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -23,6 +24,7 @@ use serde::Deserialize;
 
 use crate::config::Config;
 use crate::dispatch::{BodyEncoding, DispatchHandle, Job};
+use crate::live::LiveConfig;
 use crate::rules::HookIndex;
 use crate::slack::go_key_matches;
 use crate::stats::Stats;
@@ -33,15 +35,37 @@ pub const POSTS_PATH: &str = "/api/v4/posts";
 /// The proxy application: immutable, shared by every request.
 pub struct Proxy {
     peer: HttpPeer,
-    index: Arc<HookIndex>,
+    index: IndexSource,
+    /// Proxied requests in flight (websocket sessions aside), for a shutdown that ends as
+    /// soon as they are done.
+    in_flight: Arc<AtomicUsize>,
     dispatch: DispatchHandle,
     stats: Arc<Stats>,
     max_inspected: usize,
 }
 
+/// Where the proxy reads the hook index from.
+enum IndexSource {
+    /// A fixed index (no reloads).
+    Fixed(Arc<HookIndex>),
+    /// The live, reloadable snapshot.
+    Live(LiveConfig),
+}
+
+impl IndexSource {
+    fn with<R>(&self, f: impl FnOnce(&HookIndex) -> R) -> R {
+        match self {
+            IndexSource::Fixed(index) => f(index),
+            IndexSource::Live(live) => f(&live.load().index),
+        }
+    }
+}
+
 /// Per-request state.
 #[derive(Default)]
 pub struct Ctx {
+    /// Counted in the proxy's in-flight requests.
+    counted: bool,
     /// This is `POST /api/v4/posts`.
     watching: bool,
     /// Copy of the request body so far (empty once given up).
@@ -141,6 +165,25 @@ impl Proxy {
         dispatch: DispatchHandle,
         stats: Arc<Stats>,
     ) -> Proxy {
+        Proxy::build(config, IndexSource::Fixed(index), dispatch, stats)
+    }
+
+    /// Builds the proxy on the live, reloadable hooks (see [`crate::live`]).
+    pub fn with_live(
+        config: &Config,
+        live: LiveConfig,
+        dispatch: DispatchHandle,
+        stats: Arc<Stats>,
+    ) -> Proxy {
+        Proxy::build(config, IndexSource::Live(live), dispatch, stats)
+    }
+
+    fn build(
+        config: &Config,
+        index: IndexSource,
+        dispatch: DispatchHandle,
+        stats: Arc<Stats>,
+    ) -> Proxy {
         let up = &config.upstream;
         let sni = if up.tls {
             up.host.clone()
@@ -153,10 +196,16 @@ impl Proxy {
         Proxy {
             peer,
             index,
+            in_flight: Arc::new(AtomicUsize::new(0)),
             dispatch,
             stats,
             max_inspected: config.limits.max_inspected_body_bytes,
         }
+    }
+
+    /// The count of proxied requests in flight (websocket sessions aside).
+    pub fn in_flight(&self) -> Arc<AtomicUsize> {
+        self.in_flight.clone()
     }
 
     /// Whether `body` (a whole `POST /api/v4/posts` request body) could trigger a hook.
@@ -167,13 +216,19 @@ impl Proxy {
     /// else unreadable is refused by Mattermost too.
     pub fn request_could_match(&self, body: &[u8]) -> bool {
         let err = match serde_json::from_slice::<PostRequest>(body) {
-            Ok(p) => return self.index.could_match(&p.channel_id, &p.message),
+            Ok(p) => {
+                return self
+                    .index
+                    .with(|i| i.could_match(&p.channel_id, &p.message))
+            }
             Err(e) => e,
         };
         if std::str::from_utf8(body).is_err() {
             let text = String::from_utf8_lossy(body);
             if let Ok(p) = serde_json::from_str::<PostRequest>(&text) {
-                return self.index.could_match(&p.channel_id, &p.message);
+                return self
+                    .index
+                    .with(|i| i.could_match(&p.channel_id, &p.message));
             }
         }
         let msg = err.to_string();
@@ -240,10 +295,15 @@ impl ProxyHttp for Proxy {
 
     /// Marks post creation for observation; nothing else is looked at.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        // A websocket lives as long as the user's tab: it must not hold up a shutdown.
+        if !session.is_upgrade_req() {
+            self.in_flight.fetch_add(1, Ordering::SeqCst);
+            ctx.counted = true;
+        }
         let req = session.req_header();
         ctx.watching = req.method == http::Method::POST
             && req.uri.path() == POSTS_PATH
-            && !self.index.is_empty()
+            && !self.index.with(HookIndex::is_empty)
             // A compressed request body cannot be inspected cheaply; Mattermost does not
             // accept one either.
             && !req.headers.contains_key(http::header::CONTENT_ENCODING);
@@ -371,6 +431,9 @@ impl ProxyHttp for Proxy {
     /// to the dispatcher, never waiting. A client that went away meanwhile does not matter: the
     /// post exists, and Mattermost fires its hooks too.
     async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        if std::mem::take(&mut ctx.counted) {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
         if !(ctx.capturing && ctx.response_complete) {
             return;
         }

@@ -44,7 +44,7 @@ struct Entry {
 }
 
 /// The compiled hook index. Built once per configuration; immutable afterwards.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct HookIndex {
     hooks: Vec<IndexedHook>,
     /// Channel-bound hooks by channel id, in configuration order.
@@ -61,7 +61,7 @@ pub struct HookIndex {
 }
 
 /// A set of one- and two-byte beginnings, as bitmaps (8 KiB).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct StartSet {
     one: [u64; 4],
     two: Box<[u64; 1024]>,
@@ -104,7 +104,7 @@ impl StartSet {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct IndexedHook {
     team_id: Option<Box<str>>,
     channel_bound: bool,

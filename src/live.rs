@@ -1,0 +1,76 @@
+//! Live: the part of the configuration that a reload (SIGHUP) swaps while traffic flows.
+//!
+//! Hooks, their compiled index, the webhook client (timeout and SSRF allow-list) and the reply
+//! settings sit behind one `ArcSwap`: a request or a job loads one snapshot and uses it
+//! throughout, so a reload is atomic for each of them and never blocks them. What a reload
+//! cannot change without a restart (listen addresses, upstream, bot token, server and limits
+//! sections) is reported and kept as it was.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::config::{Config, HookConfig};
+use crate::reply::ReplySettings;
+use crate::rules::HookIndex;
+use crate::webhook::{AddressPolicy, Resolver, WebhookClient};
+
+/// One consistent snapshot of the reloadable configuration.
+pub struct Live {
+    pub hooks: Vec<Arc<HookConfig>>,
+    pub index: HookIndex,
+    pub webhooks: WebhookClient,
+    pub reply: ReplySettings,
+}
+
+/// The shared, swappable snapshot.
+pub type LiveConfig = Arc<ArcSwap<Live>>;
+
+impl Live {
+    /// Builds the reloadable part of `config`.
+    pub fn build(config: &Config, resolver: Arc<dyn Resolver>) -> Result<Live, reqwest::Error> {
+        Ok(Live {
+            hooks: config.hooks.iter().cloned().map(Arc::new).collect(),
+            index: HookIndex::new(&config.hooks),
+            webhooks: WebhookClient::new(
+                AddressPolicy::new(&config.settings.allowed_untrusted_internal_connections),
+                resolver,
+                config.settings.outgoing_integration_requests_timeout,
+            )?,
+            reply: ReplySettings {
+                enable_post_username_override: config.settings.enable_post_username_override,
+                enable_post_icon_override: config.settings.enable_post_icon_override,
+                max_post_size: config.settings.max_post_size,
+            },
+        })
+    }
+
+    /// A swappable snapshot holding `self`.
+    pub fn shared(self) -> LiveConfig {
+        Arc::new(ArcSwap::from_pointee(self))
+    }
+}
+
+/// What differs between `old` and `new` that only a restart applies, one line each.
+pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if old.listen != new.listen {
+        changed.push("listen");
+    }
+    if old.metrics_listen != new.metrics_listen {
+        changed.push("metrics_listen");
+    }
+    if old.upstream.base_url != new.upstream.base_url {
+        changed.push("upstream");
+    }
+    if old.bot_token != new.bot_token {
+        changed.push("bot_token");
+    }
+    if format!("{:?}", old.server) != format!("{:?}", new.server) {
+        changed.push("server");
+    }
+    if format!("{:?}", old.limits) != format!("{:?}", new.limits) {
+        changed.push("limits");
+    }
+    changed
+}
