@@ -51,9 +51,11 @@ pub enum BodyEncoding {
 /// A created post seen by the proxy, not yet decoded.
 #[derive(Debug)]
 pub struct Job {
-    /// The upstream's response body exactly as received.
+    /// The upstream's response body exactly as received (all of it, or the part read).
     pub body: Bytes,
     pub encoding: BodyEncoding,
+    /// The whole body was read; otherwise the post is recovered by its id.
+    pub complete: bool,
 }
 
 /// The created post, as Mattermost's 201 returns it (only what webhooks use).
@@ -71,17 +73,85 @@ pub struct CreatedPost {
     pub message: String,
     #[serde(default)]
     pub file_ids: Option<Vec<String>>,
+    /// Only `props.from_webhook` matters here; everything else in `props` is skipped
+    /// without being built, so deep nesting (Go accepts 10 000 levels) cannot fail the parse.
     #[serde(default)]
-    pub props: Option<serde_json::Map<String, serde_json::Value>>,
+    pub props: Option<PostProps>,
+}
+
+/// The part of a post's `props` that posthook reads.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PostProps {
+    /// `props.from_webhook == "true"` (the string; any other value is false).
+    #[serde(default)]
+    pub from_webhook: StringIsTrue,
+}
+
+/// A JSON value that is true only when it is the string `"true"`; any other value is skipped
+/// without being built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StringIsTrue(pub bool);
+
+impl<'de> Deserialize<'de> for StringIsTrue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = StringIsTrue;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<StringIsTrue, E> {
+                Ok(StringIsTrue(v == "true"))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<StringIsTrue, E> {
+                Ok(StringIsTrue(false))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<StringIsTrue, E> {
+                Ok(StringIsTrue(false))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<StringIsTrue, E> {
+                Ok(StringIsTrue(false))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<StringIsTrue, E> {
+                Ok(StringIsTrue(false))
+            }
+            fn visit_unit<E>(self) -> Result<StringIsTrue, E> {
+                Ok(StringIsTrue(false))
+            }
+            fn visit_none<E>(self) -> Result<StringIsTrue, E> {
+                Ok(StringIsTrue(false))
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> Result<StringIsTrue, D::Error> {
+                StringIsTrue::deserialize(d)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<StringIsTrue, A::Error> {
+                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(StringIsTrue(false))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<StringIsTrue, A::Error> {
+                while a
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(StringIsTrue(false))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl CreatedPost {
     fn has_from_webhook_prop(&self) -> bool {
-        self.props
-            .as_ref()
-            .and_then(|p| p.get("from_webhook"))
-            .and_then(|v| v.as_str())
-            == Some("true")
+        self.props.as_ref().is_some_and(|p| p.from_webhook.0)
     }
 }
 
@@ -476,6 +546,48 @@ impl BackgroundService for Dispatcher {
     }
 }
 
+/// Decodes as much of the beginning of `body` as it can (at most `limit` bytes): what a cut
+/// short (possibly compressed) 201 still tells.
+pub fn decode_prefix(body: &[u8], encoding: BodyEncoding, limit: usize) -> Vec<u8> {
+    fn partial(mut r: impl Read, limit: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while out.len() < limit {
+            match r.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n.min(limit - out.len())]),
+            }
+        }
+        out
+    }
+    match encoding {
+        BodyEncoding::Identity => body[..body.len().min(limit)].to_vec(),
+        BodyEncoding::Gzip => partial(flate2::read::MultiGzDecoder::new(body), limit),
+        BodyEncoding::Deflate => {
+            let zlib = partial(flate2::read::ZlibDecoder::new(body), limit);
+            if zlib.is_empty() {
+                partial(flate2::read::DeflateDecoder::new(body), limit)
+            } else {
+                zlib
+            }
+        }
+    }
+}
+
+/// The post id at the start of a Mattermost post object (`{"id":"…"` comes first in every
+/// version's field order), if the beginning of `json` shows it.
+pub fn leading_post_id(json: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(json)
+        .or_else(|e| std::str::from_utf8(&json[..e.valid_up_to()]))
+        .ok()?;
+    let rest = text.trim_start().strip_prefix('{')?.trim_start();
+    let rest = rest.strip_prefix("\"id\"")?.trim_start();
+    let rest = rest.strip_prefix(':')?.trim_start();
+    let rest = rest.strip_prefix('"')?;
+    let id = &rest[..rest.find('"')?];
+    crate::mattermost::is_valid_id(id).then_some(id)
+}
+
 /// Decodes `body` per `encoding`, reading at most `limit` decoded bytes.
 pub fn decode_body(body: &[u8], encoding: BodyEncoding, limit: usize) -> Option<Vec<u8>> {
     fn bounded(mut r: impl Read, limit: usize) -> Option<Vec<u8>> {
@@ -497,6 +609,9 @@ pub fn decode_body(body: &[u8], encoding: BodyEncoding, limit: usize) -> Option<
 
 impl Shared {
     async fn process(self: Arc<Self>, job: Job) {
+        if !job.complete {
+            return self.recover(job).await;
+        }
         let Some(decoded) = decode_body(&job.body, job.encoding, self.max_decoded) else {
             Stats::inc(&self.stats.posts_unparsed);
             warn!(
@@ -514,6 +629,30 @@ impl Shared {
                 return;
             }
         };
+        self.handle_post(post).await;
+    }
+
+    /// A 201 whose body was cut short: the post exists; fetch it by the id its beginning shows.
+    async fn recover(self: Arc<Self>, job: Job) {
+        let prefix = decode_prefix(&job.body, job.encoding, self.max_decoded);
+        let Some(id) = leading_post_id(&prefix) else {
+            Stats::inc(&self.stats.posts_unparsed);
+            warn!(
+                "created post cut short before its id ({} bytes read); no webhooks",
+                job.body.len()
+            );
+            return;
+        };
+        match self.mm.post(id).await {
+            Ok(post) => self.handle_post(post).await,
+            Err(e) => {
+                Stats::inc(&self.stats.posts_unparsed);
+                warn!("created post {id} cut short and not fetched: {e}; no webhooks");
+            }
+        }
+    }
+
+    async fn handle_post(self: Arc<Self>, post: CreatedPost) {
         // One snapshot of the hooks for the whole job, however a reload happens meanwhile.
         let live = self.live.load_full();
         if !live.index.could_match(&post.channel_id, &post.message) {
@@ -718,6 +857,36 @@ mod tests {
     }
 
     #[test]
+    fn a_cut_short_201_still_shows_its_post_id() {
+        let full = br#"{"id":"4xp9fdt8zjbqfy5pnkb8bq7xyo","create_at":1,"message":"hi"}"#;
+        let rows: &[(&[u8], Option<&str>, &str)] = &[
+            (&full[..], Some("4xp9fdt8zjbqfy5pnkb8bq7xyo"), "whole"),
+            (
+                &full[..40],
+                Some("4xp9fdt8zjbqfy5pnkb8bq7xyo"),
+                "cut after the id",
+            ),
+            (&full[..20], None, "cut inside the id"),
+            (b" {\n \"id\" : \"abc\" ,", Some("abc"), "spaces"),
+            (br#"{"create_at":1,"id":"abc"}"#, None, "id not first"),
+            (br#"{"id":"../x"}"#, None, "not an id"),
+            (b"", None, "nothing"),
+        ];
+        for (json, want, what) in rows {
+            assert_eq!(leading_post_id(json), *want, "{what}");
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(full).unwrap();
+        let gz = gz.finish().unwrap();
+        let prefix = decode_prefix(&gz[..gz.len() - 12], BodyEncoding::Gzip, 1024);
+        assert_eq!(
+            leading_post_id(&prefix),
+            Some("4xp9fdt8zjbqfy5pnkb8bq7xyo"),
+            "cut gzip"
+        );
+    }
+
+    #[test]
     fn a_gzip_bomb_stops_at_the_bound() {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         let zeros = vec![0u8; 1024 * 1024];
@@ -810,6 +979,7 @@ mod tests {
             handle.submit(Job {
                 body: Bytes::new(),
                 encoding: BodyEncoding::Identity,
+                complete: true,
             });
         }
         assert_eq!(gauge.depth(), 3);

@@ -196,6 +196,20 @@ impl MattermostClient {
         found
     }
 
+    /// `GET /api/v4/posts/{id}`, not cached: recovers a created post whose 201 was cut short.
+    pub async fn post(&self, id: &str) -> Result<crate::dispatch::CreatedPost, ApiError> {
+        if !is_valid_id(id) {
+            return Err(ApiError::InvalidId(id.to_string()));
+        }
+        Stats::inc(&self.inner.stats.lookups);
+        Stats::inc(&self.inner.stats.lookup_requests);
+        let result = self.get_json(&format!("/api/v4/posts/{id}")).await;
+        if result.is_err() {
+            Stats::inc(&self.inner.stats.lookup_failures);
+        }
+        result
+    }
+
     /// `GET /api/v4/users/me`: the bot account itself, cached.
     pub async fn me(&self) -> Result<Arc<User>, Arc<ApiError>> {
         Stats::inc(&self.inner.stats.lookups);

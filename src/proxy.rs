@@ -215,7 +215,7 @@ impl Proxy {
     /// lone surrogate answers "maybe" (the created post in the 201 then decides). Anything
     /// else unreadable is refused by Mattermost too.
     pub fn request_could_match(&self, body: &[u8]) -> bool {
-        let err = match serde_json::from_slice::<PostRequest>(body) {
+        let err = match first_value::<PostRequest>(body) {
             Ok(p) => {
                 return self
                     .index
@@ -225,7 +225,7 @@ impl Proxy {
         };
         if std::str::from_utf8(body).is_err() {
             let text = String::from_utf8_lossy(body);
-            if let Ok(p) = serde_json::from_str::<PostRequest>(&text) {
+            if let Ok(p) = first_value::<PostRequest>(text.as_bytes()) {
                 return self
                     .index
                     .with(|i| i.could_match(&p.channel_id, &p.message));
@@ -233,6 +233,23 @@ impl Proxy {
         }
         let msg = err.to_string();
         msg.contains("surrogate") || msg.contains("hex escape")
+    }
+
+    /// Hands the created post to the dispatcher, never waiting: the whole 201 when it was read,
+    /// or the part that was read when the exchange ended early (the client went away while
+    /// Pingora was writing the answer, and it stopped reading the upstream): the post exists
+    /// in Mattermost all the same, and the dispatcher recovers it from its id.
+    fn hand_over(&self, ctx: &mut Ctx) {
+        if !ctx.capturing || (!ctx.response_complete && ctx.response_copy.is_empty()) {
+            return;
+        }
+        ctx.capturing = false;
+        let body = std::mem::take(&mut ctx.response_copy).freeze();
+        self.dispatch.submit(Job {
+            body,
+            encoding: ctx.encoding.unwrap_or(BodyEncoding::Identity),
+            complete: ctx.response_complete,
+        });
     }
 
     /// Appends `chunk` to `copy` unless that passes the bound; false once over it.
@@ -243,6 +260,13 @@ impl Proxy {
         copy.extend_from_slice(chunk);
         true
     }
+}
+
+/// Reads the first JSON value of `body` and ignores what follows, as Go's
+/// `json.NewDecoder(body).Decode` (Mattermost's reader of post bodies) does.
+fn first_value<'de, T: Deserialize<'de>>(body: &'de [u8]) -> serde_json::Result<T> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    T::deserialize(&mut de)
 }
 
 /// Appends the client address to `X-Forwarded-For` and sets `X-Forwarded-Proto` when absent,
@@ -431,19 +455,13 @@ impl ProxyHttp for Proxy {
     /// to the dispatcher, never waiting. A client that went away meanwhile does not matter: the
     /// post exists, and Mattermost fires its hooks too.
     async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        // The job is queued before the request stops counting as in flight, so that a
+        // shutdown waiting for both never sees a gap between them.
+        self.hand_over(ctx);
         if std::mem::take(&mut ctx.counted) {
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
         }
-        if !(ctx.capturing && ctx.response_complete) {
-            return;
-        }
-        let body = std::mem::take(&mut ctx.response_copy).freeze();
-        self.dispatch.submit(Job {
-            body,
-            encoding: ctx.encoding.unwrap_or(BodyEncoding::Identity),
-        });
     }
-
     /// Upstream failures become an AppError-shaped JSON error, as Mattermost's clients expect.
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
         let code = match e.etype() {

@@ -1660,7 +1660,7 @@ async fn handle_mm(
         (&Method::POST, ["api", "v4", "posts"])
             | (
                 &Method::GET,
-                ["api", "v4", "channels" | "teams" | "users", _]
+                ["api", "v4", "channels" | "teams" | "users" | "posts", _]
             )
             | (&Method::POST, ["api", "v4", "users", "ids"])
             | (&Method::GET, ["api", "v4", "config", "client"])
@@ -1759,6 +1759,18 @@ async fn handle_mm(
                     404,
                     "app.channel.get.existing.app_error",
                     "Unable to find the existing channel.",
+                )),
+            };
+            mm_response(reply, &request_id, &[])
+        }
+        (&Method::GET, ["api", "v4", "posts", id]) => {
+            let st = lock(&state);
+            let reply = match st.posts.iter().find(|p| p.id == *id) {
+                Some(p) => MmReply::Json(200, to_json(p)),
+                None => MmReply::Error(AppErr::new(
+                    404,
+                    "app.post.get.app_error",
+                    "Unable to get the post.",
                 )),
             };
             mm_response(reply, &request_id, &[])
