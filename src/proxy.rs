@@ -224,7 +224,7 @@ impl Proxy {
             Err(e) => e,
         };
         if std::str::from_utf8(body).is_err() {
-            let text = String::from_utf8_lossy(body);
+            let text = go_lossy(body);
             if let Ok(p) = first_value::<PostRequest>(text.as_bytes()) {
                 return self
                     .index
@@ -259,6 +259,27 @@ impl Proxy {
         }
         copy.extend_from_slice(chunk);
         true
+    }
+}
+
+/// `body` with every byte that is not part of valid UTF-8 replaced by U+FFFD, one per byte,
+/// as Go's decoder repairs strings (Rust's `from_utf8_lossy` puts one per invalid sequence).
+fn go_lossy(body: &[u8]) -> String {
+    let mut out = String::with_capacity(body.len() + 16);
+    let mut rest = body;
+    loop {
+        match std::str::from_utf8(rest) {
+            Ok(valid) => {
+                out.push_str(valid);
+                return out;
+            }
+            Err(e) => {
+                let (valid, after) = rest.split_at(e.valid_up_to());
+                out.push_str(std::str::from_utf8(valid).unwrap_or_default());
+                out.push(char::REPLACEMENT_CHARACTER);
+                rest = after.get(1..).unwrap_or_default();
+            }
+        }
     }
 }
 

@@ -1,0 +1,176 @@
+//! Form and JSON payload encodings (spec §2.2–§2.3): both round-trip through a standard
+//! parser, keep Go's key order, and escape exactly what Go escapes.
+#![no_main]
+
+use std::fmt;
+
+use arbitrary::Arbitrary;
+use libfuzzer_sys::fuzz_target;
+use posthook::webhook::{go_json_string_into, query_escape_into, Payload};
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::Value;
+
+#[derive(Arbitrary, Debug)]
+struct Input {
+    strings: [String; 11],
+    create_at_ms: i64,
+}
+
+/// A JSON object's members in document order.
+struct Ordered(Vec<(String, Value)>);
+
+impl<'de> Deserialize<'de> for Ordered {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Ordered;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Ordered, A::Error> {
+                let mut out = Vec::new();
+                while let Some(kv) = map.next_entry::<String, Value>()? {
+                    out.push(kv);
+                }
+                Ok(Ordered(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Go's `url.QueryEscape`, byte by byte.
+fn model_query_escape(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Go's `json.Marshal` of a string: serde_json's escaping plus Go's HTML-safe escapes.
+fn model_go_json(s: &str) -> String {
+    serde_json::to_string(s)
+        .unwrap_or_else(|_| unreachable!())
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+        .replace('\u{2028}', "\\u2028")
+        .replace('\u{2029}', "\\u2029")
+}
+
+fuzz_target!(|input: Input| {
+    let s = &input.strings;
+    let p = Payload {
+        token: &s[0],
+        team_id: &s[1],
+        team_domain: &s[2],
+        channel_id: &s[3],
+        channel_name: &s[4],
+        create_at_ms: input.create_at_ms,
+        user_id: &s[5],
+        user_name: &s[6],
+        post_id: &s[7],
+        text: &s[8],
+        trigger_word: &s[9],
+        file_ids: &s[10],
+    };
+    // Go's integer division truncates toward zero.
+    let ms = input.create_at_ms;
+    let seconds = if ms < 0 {
+        format!("-{}", ms.unsigned_abs() / 1000)
+    } else {
+        (ms / 1000).to_string()
+    };
+    let seconds = if seconds == "-0" {
+        "0".to_string()
+    } else {
+        seconds
+    };
+    let go_order: [(&str, &str); 12] = [
+        ("token", p.token),
+        ("team_id", p.team_id),
+        ("team_domain", p.team_domain),
+        ("channel_id", p.channel_id),
+        ("channel_name", p.channel_name),
+        ("timestamp", ""),
+        ("user_id", p.user_id),
+        ("user_name", p.user_name),
+        ("post_id", p.post_id),
+        ("text", p.text),
+        ("trigger_word", p.trigger_word),
+        ("file_ids", p.file_ids),
+    ];
+
+    // Form: sorted keys, exact QueryEscape, round-trip.
+    let form = p.to_form();
+    let mut sorted: Vec<(String, String)> = go_order
+        .iter()
+        .map(|(k, v)| {
+            let v = if *k == "timestamp" {
+                seconds.clone()
+            } else {
+                v.to_string()
+            };
+            (k.to_string(), v)
+        })
+        .collect();
+    sorted.sort();
+    let expected_form: Vec<String> = sorted
+        .iter()
+        .map(|(k, v)| format!("{k}={}", model_query_escape(v)))
+        .collect();
+    assert_eq!(form, expected_form.join("&"));
+    let parsed: Vec<(String, String)> =
+        serde_urlencoded::from_str(&form).unwrap_or_else(|e| panic!("{e}: {form}"));
+    assert_eq!(parsed, sorted);
+
+    // JSON: Go field order, HTML-safe escaping, round-trip.
+    let json = p.to_json();
+    assert!(
+        !json.contains(
+            |c: char| matches!(c, '<' | '>' | '&' | '\u{2028}' | '\u{2029}') || (c as u32) < 0x20
+        ),
+        "raw character Go escapes: {json:?}"
+    );
+    let Ordered(members) = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    assert_eq!(members.len(), 12);
+    for ((k, v), (want_k, want_v)) in members.iter().zip(go_order.iter()) {
+        assert_eq!(k, want_k);
+        if *want_k == "timestamp" {
+            assert_eq!(v.as_i64(), Some(ms));
+        } else {
+            assert_eq!(v.as_str(), Some(*want_v));
+        }
+    }
+    let mut expected_json = String::from("{");
+    for (i, (k, v)) in go_order.iter().enumerate() {
+        if i > 0 {
+            expected_json.push(',');
+        }
+        expected_json.push_str(&format!("\"{k}\":"));
+        if *k == "timestamp" {
+            expected_json.push_str(&ms.to_string());
+        } else {
+            expected_json.push_str(&model_go_json(v));
+        }
+    }
+    expected_json.push('}');
+    assert_eq!(json, expected_json);
+
+    // The public helpers on their own.
+    for v in s {
+        let mut q = String::new();
+        query_escape_into(&mut q, v);
+        assert_eq!(q, model_query_escape(v));
+        let mut j = String::new();
+        go_json_string_into(&mut j, v);
+        assert_eq!(j, model_go_json(v));
+    }
+});
