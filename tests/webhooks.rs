@@ -266,7 +266,11 @@ async fn concurrent_matching_posts_give_exactly_one_delivery_each() {
     ids.sort();
     assert_eq!(delivered, ids);
     // The concurrent look-ups of one channel, team and user were coalesced into one each.
-    assert_eq!(mm.lookups("/api/v4/channels/"), 1, "channel look-ups coalesced");
+    assert_eq!(
+        mm.lookups("/api/v4/channels/"),
+        1,
+        "channel look-ups coalesced"
+    );
     assert_eq!(mm.lookups("/api/v4/teams/"), 1, "team look-ups coalesced");
     assert_eq!(mm.lookups("/api/v4/users/"), 1, "user look-ups coalesced");
 }
