@@ -249,7 +249,10 @@ pub fn exit_when_drained(server: &Server, handle: &Handle, grace: Duration) {
         .spawn(move || loop {
             match phases.blocking_recv() {
                 Ok(ExecutionPhase::ShutdownGracePeriod) => {
-                    let deadline = Instant::now() + grace;
+                    // A little before Pingora's own grace period ends, so that the summary
+                    // below is logged before Pingora stops the runtimes and the process.
+                    let deadline =
+                        Instant::now() + grace.saturating_sub(Duration::from_millis(250));
                     while !handle.is_idle() && Instant::now() < deadline {
                         std::thread::sleep(Duration::from_millis(10));
                     }
