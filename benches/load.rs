@@ -1,0 +1,3046 @@
+//! End-to-end load test (issue #4): posthook between a load generator and a cheap Mattermost
+//! stand-in, compared with the same traffic sent directly, through nginx and through a bare
+//! Pingora proxy, all on 127.0.0.1, scenarios alternated in rounds so that machine drift hits
+//! each alike. Every number printed comes from the run that prints it; BENCHMARKS.md explains
+//! how to read them.
+//!
+//! ```text
+//! cargo bench --bench load                 # full run, 5 rounds, 9–10 minutes
+//! cargo bench --bench load -- --quick      # 1 short round, about 1½ minutes (smoke numbers)
+//! cargo bench --bench load -- --rounds 3 --only A,B,E --no-nginx
+//! ```
+//!
+//! `cargo bench` builds the `posthook` binary with the bench profile (= release: fat LTO) next to
+//! this bench's executable (`target/release/posthook`); `POSTHOOK_BIN=/path` overrides it.
+//!
+//! Processes (the two cores are shared by all of them):
+//!
+//! ```text
+//!  this process ─ runtime "bench-loadgen" (+ thread "bench-pacer"): the load generator
+//!               └ runtime "bench-upstream": Mattermost stand-in, webhook sink, black hole
+//!  children     ─ posthook, no hooks (B)          ─ posthook, 10 000 hooks (C, split, chain)
+//!               ─ bare Pingora proxy (E): this binary re-executed with --serve-bare-proxy
+//!               ─ nginx (D, split, chain), when /usr/sbin/nginx exists
+//!               ─ posthook, 10 000 hooks aimed at a black hole (dead sink; last)
+//! ```
+//!
+//! Children are stopped in `Drop` (also when a phase panics), on SIGINT/SIGTERM by a signal
+//! thread, and the re-executed bare proxy also exits when this process's end of its stdin closes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::io::{self, Read, Seek, Write as _};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures: ids and tokens as Mattermost shapes them (26 characters)
+// ---------------------------------------------------------------------------------------------
+
+const TEAM_ID: &str = "kwoknj9nwpypzgzy78wkw516qe";
+const CHANNEL_ID: &str = "hawos4dqtby53pd64o4a4cmeoo";
+const USER_ID: &str = "rnina6ed6fdudqxrbpcbpbwcka";
+const BOT_ID: &str = "bt7x3dqn3hbrw3jyitxs4r5nmu";
+const USER_TOKEN: &str = "usrtok9fdt8zjbqfy5pnkb8bq7";
+const BOT_TOKEN: &str = "bottok4dqtby53pd64o4a4cmee";
+const VERSION_ID: &str = "10.11.0.10.11.0.6f9a1c0e2d8b4a7c9e3f5b1d0a2c4e6f.false";
+/// Messages that start with this trigger exactly one of the generated hooks.
+const MATCH_PREFIX: &str = "#word";
+/// How many hooks posthook C (and the dead-sink instance) load.
+const HOOKS: usize = 10_000;
+/// One post in this many matches a hook.
+const MATCH_EVERY: usize = 10;
+/// What the webhook sink answers: a typical integration's reply. `comment` makes the reply
+/// carry the triggering post's id as `root_id`, which is how the reply is matched to it.
+const SINK_ANSWER: &str = r#"{"text":"ok","response_type":"comment"}"#;
+/// A request that takes longer than this counts as an error (keeps every phase bounded).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------------------------
+// Options
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+struct Opts {
+    quick: bool,
+    rounds: usize,
+    conns: usize,
+    closed_warmup: Duration,
+    closed_measure: Duration,
+    open_rate: f64,
+    open_warmup: Duration,
+    open_measure: Duration,
+    c10k_rate: f64,
+    c10k_measure: Duration,
+    split_measure: Duration,
+    dead_measure: Duration,
+    drain_stall: Duration,
+    max_quiet_wait: Duration,
+    noise_budget: Duration,
+    sweep: Vec<f64>,
+    sweep_measure: Duration,
+    open_conns: usize,
+    loadgen_threads: usize,
+    upstream_threads: usize,
+    nginx_workers: usize,
+    nginx: Option<PathBuf>,
+    only: Option<Vec<String>>,
+}
+
+impl Opts {
+    fn parse(args: &[String]) -> Opts {
+        let quick = args.iter().any(|a| a == "--quick");
+        let s = |secs: f64| Duration::from_secs_f64(secs);
+        let mut o = Opts {
+            quick,
+            rounds: if quick { 1 } else { 5 },
+            conns: 50,
+            closed_warmup: s(if quick { 0.3 } else { 1.0 }),
+            closed_measure: s(if quick { 1.0 } else { 4.0 }),
+            open_rate: 5_000.0,
+            open_warmup: s(if quick { 0.2 } else { 0.5 }),
+            open_measure: s(if quick { 1.0 } else { 4.0 }),
+            c10k_rate: 10_000.0,
+            c10k_measure: s(if quick { 2.0 } else { 8.0 }),
+            split_measure: s(if quick { 1.0 } else { 3.0 }),
+            dead_measure: s(if quick { 4.0 } else { 20.0 }),
+            drain_stall: s(if quick { 3.0 } else { 10.0 }),
+            max_quiet_wait: s(if quick { 3.0 } else { 10.0 }),
+            noise_budget: s(if quick { 20.0 } else { 90.0 }),
+            sweep: vec![2_000.0, 4_000.0, 6_000.0, 8_000.0, 10_000.0, 12_000.0],
+            sweep_measure: s(if quick { 1.0 } else { 3.0 }),
+            open_conns: 128,
+            loadgen_threads: 2,
+            upstream_threads: 2,
+            nginx_workers: 2,
+            nginx: Some(PathBuf::from("/usr/sbin/nginx")).filter(|p| p.exists()),
+            only: None,
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let mut num = |what: &str| -> f64 {
+                it.next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| panic!("{what} needs a number"))
+            };
+            match a.as_str() {
+                "--quick" | "--bench" => {}
+                "--rounds" => o.rounds = num("--rounds") as usize,
+                "--conns" => o.conns = num("--conns") as usize,
+                "--open-rate" => o.open_rate = num("--open-rate"),
+                "--loadgen-threads" => o.loadgen_threads = num("--loadgen-threads") as usize,
+                "--upstream-threads" => o.upstream_threads = num("--upstream-threads") as usize,
+                "--nginx-workers" => o.nginx_workers = num("--nginx-workers") as usize,
+                "--no-nginx" => o.nginx = None,
+                "--only" => {
+                    let list = it.next().expect("--only needs a list such as A,B,E");
+                    o.only = Some(list.split(',').map(|s| s.trim().to_string()).collect());
+                }
+                "--help" | "-h" => {
+                    println!("{}", HELP);
+                    std::process::exit(0);
+                }
+                // Cargo and libtest pass their own flags; ignore the rest.
+                _ => {}
+            }
+        }
+        o
+    }
+
+    fn wants(&self, key: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|l| l.iter().any(|k| k.eq_ignore_ascii_case(key)))
+    }
+}
+
+const HELP: &str = "posthook end-to-end load test
+  cargo bench --bench load [-- OPTIONS]
+  --quick               short phases, one round (smoke numbers)
+  --rounds N            rounds of the alternation (default 5)
+  --conns N             closed-loop connections (default 50)
+  --open-rate R         open-loop rate for the A..E latency table (default 5000/s)
+  --only K,K            run only these scenario keys (A B C D E C10k Gdirect Gsplit Gposthook Gchain Psplit sweep dead)
+  --no-nginx            skip the nginx scenarios
+  --loadgen-threads N, --upstream-threads N, --nginx-workers N  (defaults 2, 2, 2)
+  env POSTHOOK_BIN      the posthook binary (default: next to this bench, target/release/posthook)";
+
+// ---------------------------------------------------------------------------------------------
+// Time
+// ---------------------------------------------------------------------------------------------
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Nanoseconds since the bench started: one clock for the load generator, the upstream and
+/// the sink, which all live in this process.
+fn now_ns() -> u64 {
+    epoch().elapsed().as_nanos() as u64
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// A small HTTP/1.1 codec (keep-alive, Content-Length or chunked)
+// ---------------------------------------------------------------------------------------------
+
+const MAX_HEAD: usize = 64 * 1024;
+
+/// One HTTP/1.1 message.
+struct Msg {
+    /// Start line and header lines, with the final empty line.
+    head: Bytes,
+    /// Length of the start line (without CRLF).
+    start_len: usize,
+    body: Bytes,
+    /// `Connection: close` was sent.
+    close: bool,
+}
+
+impl Msg {
+    fn start(&self) -> &[u8] {
+        &self.head[..self.start_len]
+    }
+
+    /// `(method, target)` of a request.
+    fn request_line(&self) -> (&[u8], &[u8]) {
+        let mut it = self.start().splitn(3, |&b| b == b' ');
+        (it.next().unwrap_or(b""), it.next().unwrap_or(b""))
+    }
+
+    /// Status code of a response (0 when unreadable).
+    fn status(&self) -> u16 {
+        self.start()
+            .get(9..12)
+            .and_then(|s| std::str::from_utf8(s).ok())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    hay.get(from..)?
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| p + from)
+}
+
+fn invalid(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
+}
+
+async fn fill<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> io::Result<()> {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(16 * 1024);
+    }
+    if r.read_buf(buf).await? == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(())
+}
+
+/// Reads one message from `r`, keeping what follows it in `buf`; `Ok(None)` when the peer
+/// closed between messages.
+async fn read_msg<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut BytesMut,
+    response: bool,
+) -> io::Result<Option<Msg>> {
+    let mut scanned = 0;
+    let head_end = loop {
+        if let Some(p) = find(buf, b"\r\n\r\n", scanned) {
+            break p + 4;
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(invalid("head too large"));
+        }
+        scanned = buf.len().saturating_sub(3);
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(16 * 1024);
+        }
+        if r.read_buf(buf).await? == 0 {
+            return if buf.is_empty() {
+                Ok(None)
+            } else {
+                Err(io::ErrorKind::UnexpectedEof.into())
+            };
+        }
+    };
+    let head = buf.split_to(head_end).freeze();
+    let start_len = find(&head, b"\r\n", 0).unwrap_or(0);
+    let (mut length, mut chunked, mut close) = (None, false, false);
+    for line in head[start_len + 2..head_end - 4].split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
+            length = Some(n.ok_or_else(|| invalid("bad content-length"))?);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            chunked = value.to_ascii_lowercase().ends_with(b"chunked");
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            close = value.eq_ignore_ascii_case(b"close");
+        }
+    }
+    let body = if chunked {
+        read_chunked(r, buf).await?
+    } else if let Some(n) = length {
+        while buf.len() < n {
+            fill(r, buf).await?;
+        }
+        buf.split_to(n).freeze()
+    } else if response {
+        // No length: the body runs to the end of the connection.
+        close = true;
+        loop {
+            match fill(r, buf).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(e),
+            }
+        }
+        buf.split().freeze()
+    } else {
+        Bytes::new()
+    };
+    Ok(Some(Msg {
+        head,
+        start_len,
+        body,
+        close,
+    }))
+}
+
+async fn read_chunked<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> io::Result<Bytes> {
+    let mut body = BytesMut::new();
+    loop {
+        let line_end = loop {
+            if let Some(p) = find(buf, b"\r\n", 0) {
+                break p;
+            }
+            if buf.len() > MAX_HEAD {
+                return Err(invalid("chunk line too long"));
+            }
+            fill(r, buf).await?;
+        };
+        let hex = buf[..line_end].split(|&b| b == b';').next().unwrap_or(b"");
+        let size = std::str::from_utf8(hex)
+            .ok()
+            .and_then(|h| usize::from_str_radix(h.trim(), 16).ok())
+            .ok_or_else(|| invalid("bad chunk size"))?;
+        buf.advance(line_end + 2);
+        if size == 0 {
+            // Trailers, up to the empty line.
+            loop {
+                let p = loop {
+                    if let Some(p) = find(buf, b"\r\n", 0) {
+                        break p;
+                    }
+                    fill(r, buf).await?;
+                };
+                buf.advance(p + 2);
+                if p == 0 {
+                    return Ok(body.freeze());
+                }
+            }
+        }
+        while buf.len() < size + 2 {
+            fill(r, buf).await?;
+        }
+        body.extend_from_slice(&buf[..size]);
+        buf.advance(size + 2);
+    }
+}
+
+fn response_head(out: &mut Vec<u8>, status: &str, body_len: usize, request_no: u64) {
+    // Mattermost's own headers, minus Date (which costs a clock read and formatting).
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nVary: Accept-Encoding\r\nX-Request-Id: rq{request_no:024}\r\nX-Version-Id: {VERSION_ID}\r\nContent-Length: {body_len}\r\n\r\n"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The upstream (a cheap Mattermost stand-in) and the webhook sink
+// ---------------------------------------------------------------------------------------------
+
+/// Shared state of the upstream, the sink and the black hole; also the record of arrival
+/// times that the delivery and reply latencies are computed from.
+#[derive(Default)]
+struct Upstream {
+    seq: AtomicU64,
+    responses: AtomicU64,
+    posts: AtomicU64,
+    replies_n: AtomicU64,
+    lookups: AtomicU64,
+    other: AtomicU64,
+    bad: AtomicU64,
+    /// Matching client posts: (post seq, 201 written at).
+    created: Mutex<Vec<(u64, u64)>>,
+    /// Replies posted by posthook: (seq of the post replied to, received at).
+    replies: Mutex<Vec<(u64, u64)>>,
+    /// Webhook requests: (post seq, received at, answered at).
+    sink: Mutex<Vec<(u64, u64, u64)>>,
+    sink_unreadable: AtomicU64,
+    blackhole_conns: AtomicU64,
+    /// Connections accepted by the upstream (a proxy that reuses its connections opens few).
+    accepted: AtomicU64,
+    /// Connections accepted by the sink.
+    sink_accepted: AtomicU64,
+}
+
+/// The parts of a create-post request the stand-in reflects into the created post.
+#[derive(serde::Deserialize)]
+struct NewPost<'a> {
+    #[serde(borrow, default)]
+    channel_id: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    message: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    root_id: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    pending_post_id: std::borrow::Cow<'a, str>,
+}
+
+fn post_id(seq: u64) -> String {
+    format!("bench{seq:021}")
+}
+
+fn parse_seq(id: &str) -> Option<u64> {
+    id.strip_prefix("bench")?.parse().ok()
+}
+
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// A created post with Mattermost's full field set.
+fn write_post(out: &mut Vec<u8>, seq: u64, user_id: &str, p: &NewPost, now_ms: i64) {
+    let _ = write!(
+        out,
+        "{{\"id\":\"{}\",\"create_at\":{now_ms},\"update_at\":{now_ms},\"edit_at\":0,\"delete_at\":0,\"is_pinned\":false,\"user_id\":\"{user_id}\",\"channel_id\":",
+        post_id(seq)
+    );
+    json_str(out, &p.channel_id);
+    out.extend_from_slice(b",\"root_id\":");
+    json_str(out, &p.root_id);
+    out.extend_from_slice(b",\"original_id\":\"\",\"message\":");
+    json_str(out, &p.message);
+    out.extend_from_slice(
+        b",\"type\":\"\",\"props\":{\"disable_group_highlight\":true},\"hashtags\":",
+    );
+    let tags: Vec<&str> = p
+        .message
+        .split_whitespace()
+        .filter(|w| w.len() > 1 && w.starts_with('#'))
+        .collect();
+    json_str(out, &tags.join(" "));
+    out.extend_from_slice(b",\"file_ids\":[],\"pending_post_id\":");
+    json_str(out, &p.pending_post_id);
+    out.extend_from_slice(
+        b",\"reply_count\":0,\"last_reply_at\":0,\"participants\":null,\"metadata\":{}}",
+    );
+}
+
+impl Upstream {
+    /// Counts a look-up made by posthook (with the bot's token; clients' GETs are not).
+    fn count_lookup(&self, msg: &Msg) {
+        if find(&msg.head, BOT_TOKEN.as_bytes(), 0).is_some() {
+            self.lookups.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Writes the answer to `msg` into `out`; returns the seq of a matching post whose 201
+    /// time must be recorded once written.
+    fn respond(
+        &self,
+        msg: &Msg,
+        received: u64,
+        out: &mut Vec<u8>,
+        body: &mut Vec<u8>,
+    ) -> Option<u64> {
+        let n = self.responses.fetch_add(1, Ordering::Relaxed);
+        let (method, target) = msg.request_line();
+        let (path, query) = match target.iter().position(|&b| b == b'?') {
+            Some(q) => (&target[..q], &target[q + 1..]),
+            None => (target, &b""[..]),
+        };
+        let path = std::str::from_utf8(path).unwrap_or("");
+        let mut record = None;
+        let status = match (method, path) {
+            (b"POST", "/api/v4/posts") => match serde_json::from_slice::<NewPost>(&msg.body) {
+                Ok(p) if !p.channel_id.is_empty() => {
+                    let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+                    let reply = find(query, b"set_online=false", 0).is_some();
+                    let user = if reply { BOT_ID } else { USER_ID };
+                    write_post(body, seq, user, &p, unix_ms());
+                    if reply {
+                        self.replies_n.fetch_add(1, Ordering::Relaxed);
+                        if let Some(root) = parse_seq(&p.root_id) {
+                            self.replies.lock().unwrap().push((root, received));
+                        }
+                    } else {
+                        self.posts.fetch_add(1, Ordering::Relaxed);
+                        if p.message.starts_with(MATCH_PREFIX) {
+                            record = Some(seq);
+                        }
+                    }
+                    "201 Created"
+                }
+                _ => {
+                    self.bad.fetch_add(1, Ordering::Relaxed);
+                    body.extend_from_slice(br#"{"id":"api.context.invalid_body_param.app_error","message":"Invalid or missing post in request body.","detailed_error":"","request_id":"","status_code":400}"#);
+                    "400 Bad Request"
+                }
+            },
+            (b"GET", p) if p.starts_with("/api/v4/channels/") => {
+                self.count_lookup(msg);
+                let id = &p["/api/v4/channels/".len()..];
+                let _ = write!(
+                    body,
+                    "{{\"id\":\"{id}\",\"create_at\":1700000000000,\"update_at\":1700000000000,\"delete_at\":0,\"team_id\":\"{TEAM_ID}\",\"type\":\"O\",\"display_name\":\"Town Square\",\"name\":\"town-square\",\"header\":\"\",\"purpose\":\"\",\"last_post_at\":1700000000000,\"total_msg_count\":0,\"extra_update_at\":0,\"creator_id\":\"\",\"scheme_id\":null,\"props\":null,\"group_constrained\":null,\"shared\":null,\"total_msg_count_root\":0,\"policy_id\":null,\"last_root_post_at\":1700000000000}}"
+                );
+                "200 OK"
+            }
+            (b"GET", p) if p.starts_with("/api/v4/teams/") => {
+                self.count_lookup(msg);
+                let id = &p["/api/v4/teams/".len()..];
+                let _ = write!(
+                    body,
+                    "{{\"id\":\"{id}\",\"create_at\":1700000000000,\"update_at\":1700000000000,\"delete_at\":0,\"display_name\":\"Bench\",\"name\":\"bench\",\"description\":\"\",\"email\":\"\",\"type\":\"O\",\"company_name\":\"\",\"allowed_domains\":\"\",\"invite_id\":\"\",\"allow_open_invite\":true,\"scheme_id\":null,\"group_constrained\":null,\"policy_id\":null,\"cloud_limits_archived\":false}}"
+                );
+                "200 OK"
+            }
+            (b"GET", p) if p.starts_with("/api/v4/users/") => {
+                self.count_lookup(msg);
+                let id = &p["/api/v4/users/".len()..];
+                let (id, name) = match id {
+                    "me" => (BOT_ID, "hookbot"),
+                    id => (id, "alice"),
+                };
+                let _ = write!(
+                    body,
+                    "{{\"id\":\"{id}\",\"create_at\":1700000000000,\"update_at\":1700000000000,\"delete_at\":0,\"username\":\"{name}\",\"auth_data\":\"\",\"auth_service\":\"\",\"email\":\"{name}@example.com\",\"nickname\":\"\",\"first_name\":\"\",\"last_name\":\"\",\"position\":\"\",\"roles\":\"system_user\",\"locale\":\"en\",\"timezone\":{{\"automaticTimezone\":\"\",\"manualTimezone\":\"\",\"useAutomaticTimezone\":\"true\"}},\"disable_welcome_email\":false}}"
+                );
+                "200 OK"
+            }
+            _ => {
+                self.other.fetch_add(1, Ordering::Relaxed);
+                body.extend_from_slice(br#"{"status":"OK"}"#);
+                "200 OK"
+            }
+        };
+        response_head(out, status, body.len(), n);
+        out.extend_from_slice(body);
+        record
+    }
+}
+
+async fn serve(listener: TcpListener, st: Arc<Upstream>, kind: Serve) {
+    loop {
+        let Ok((s, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = s.set_nodelay(true);
+        match kind {
+            Serve::Upstream => st.accepted.fetch_add(1, Ordering::Relaxed),
+            Serve::Sink => st.sink_accepted.fetch_add(1, Ordering::Relaxed),
+            Serve::BlackHole => 0,
+        };
+        let st = st.clone();
+        tokio::spawn(async move {
+            match kind {
+                Serve::Upstream => upstream_conn(s, st).await,
+                Serve::Sink => sink_conn(s, st).await,
+                Serve::BlackHole => black_hole_conn(s, st).await,
+            }
+        });
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Serve {
+    Upstream,
+    Sink,
+    BlackHole,
+}
+
+async fn upstream_conn(mut s: TcpStream, st: Arc<Upstream>) {
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut out = Vec::with_capacity(4096);
+    let mut body = Vec::with_capacity(2048);
+    while let Ok(Some(msg)) = read_msg(&mut s, &mut buf, false).await {
+        let received = now_ns();
+        out.clear();
+        body.clear();
+        let record = st.respond(&msg, received, &mut out, &mut body);
+        if s.write_all(&out).await.is_err() {
+            return;
+        }
+        if let Some(seq) = record {
+            st.created.lock().unwrap().push((seq, now_ns()));
+        }
+        if msg.close {
+            return;
+        }
+    }
+}
+
+/// The `post_id` of a webhook payload, form or JSON.
+fn payload_post_id(body: &[u8]) -> Option<&str> {
+    let raw = if body.first() == Some(&b'{') {
+        let start = find(body, b"\"post_id\":\"", 0)? + 11;
+        let len = body[start..].iter().position(|&b| b == b'"')?;
+        &body[start..start + len]
+    } else {
+        body.split(|&b| b == b'&')
+            .find_map(|kv| kv.strip_prefix(b"post_id="))?
+    };
+    std::str::from_utf8(raw).ok()
+}
+
+async fn sink_conn(mut s: TcpStream, st: Arc<Upstream>) {
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut out = Vec::with_capacity(512);
+    let mut n = 0u64;
+    while let Ok(Some(msg)) = read_msg(&mut s, &mut buf, false).await {
+        let received = now_ns();
+        let seq = payload_post_id(&msg.body).and_then(parse_seq);
+        out.clear();
+        response_head(&mut out, "200 OK", SINK_ANSWER.len(), n);
+        out.extend_from_slice(SINK_ANSWER.as_bytes());
+        n += 1;
+        if s.write_all(&out).await.is_err() {
+            return;
+        }
+        let answered = now_ns();
+        match seq {
+            Some(seq) => st.sink.lock().unwrap().push((seq, received, answered)),
+            None => {
+                st.sink_unreadable.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if msg.close {
+            return;
+        }
+    }
+}
+
+/// A dead webhook endpoint: accepts, reads and never answers.
+async fn black_hole_conn(mut s: TcpStream, st: Arc<Upstream>) {
+    st.blackhole_conns.fetch_add(1, Ordering::Relaxed);
+    let mut b = vec![0u8; 16 * 1024];
+    while let Ok(n) = s.read(&mut b).await {
+        if n == 0 {
+            break;
+        }
+    }
+    st.blackhole_conns.fetch_sub(1, Ordering::Relaxed);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child processes
+// ---------------------------------------------------------------------------------------------
+
+/// Pids of running children, for the signal thread: (pid, stop with SIGTERM first).
+static LIVE: Mutex<Vec<(u32, bool)>> = Mutex::new(Vec::new());
+
+fn send_signal(pid: u32, sig: &str) {
+    // std has no kill(2); the `kill` utility avoids a libc dependency for this one call.
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// A child process that is stopped when dropped.
+struct Proc {
+    name: String,
+    child: Option<Child>,
+    /// nginx: SIGTERM lets the master stop its workers.
+    gentle: bool,
+    log: PathBuf,
+    /// Extra pids to kill after the child (nginx workers).
+    extra: Vec<u32>,
+}
+
+impl Proc {
+    fn spawn(name: &str, cmd: &mut Command, gentle: bool, log: PathBuf) -> Proc {
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = cmd
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        LIVE.lock().unwrap().push((child.id(), gentle));
+        Proc {
+            name: name.to_string(),
+            child: Some(child),
+            gentle,
+            log,
+            extra: Vec::new(),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Waits until the child accepts connections on `addr`; returns how long that took.
+    fn wait_listening(&mut self, addr: SocketAddr, started: Instant) -> Duration {
+        let deadline = started + Duration::from_secs(60);
+        loop {
+            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return started.elapsed();
+            }
+            if !self.alive() {
+                panic!("{} exited during start-up:\n{}", self.name, self.log_tail());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} does not listen on {addr}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pid = child.id();
+        if self.gentle {
+            send_signal(pid, "TERM");
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        for pid in &self.extra {
+            if proc_alive(*pid) {
+                send_signal(*pid, "KILL");
+            }
+        }
+        if let Ok(mut live) = LIVE.lock() {
+            live.retain(|(p, _)| *p != pid);
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// On SIGINT or SIGTERM: stop every child, then exit.
+fn install_signal_cleanup() {
+    std::thread::Builder::new()
+        .name("bench-signals".into())
+        .spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("signal runtime");
+            rt.block_on(async {
+                use tokio::signal::unix::{signal, SignalKind};
+                let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            });
+            let live = std::mem::take(&mut *LIVE.lock().unwrap());
+            for (pid, gentle) in live {
+                send_signal(pid, if gentle { "TERM" } else { "KILL" });
+            }
+            eprintln!("load: interrupted; children stopped");
+            std::process::exit(130);
+        })
+        .expect("signal thread");
+}
+
+/// A scratch directory for configs and logs, removed at the end (kept after a panic).
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc
+// ---------------------------------------------------------------------------------------------
+
+fn clock_ticks() -> f64 {
+    static TCK: OnceLock<f64> = OnceLock::new();
+    *TCK.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// utime + stime in clock ticks, from a `stat` file (process or thread).
+fn stat_ticks(path: &str) -> u64 {
+    let Ok(s) = std::fs::read_to_string(path) else {
+        return 0;
+    };
+    let Some(rest) = s.rfind(')').map(|i| &s[i + 2..]) else {
+        return 0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    get(11) + get(12)
+}
+
+fn proc_ticks(pids: &[u32]) -> u64 {
+    pids.iter()
+        .map(|p| stat_ticks(&format!("/proc/{p}/stat")))
+        .sum()
+}
+
+/// CPU ticks of each thread of `pid`, by thread name (posthook names its runtimes).
+fn thread_ticks(pid: u32) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in dir.flatten() {
+            let stat = t.path().join("stat");
+            let text = std::fs::read_to_string(&stat).unwrap_or_default();
+            let name = match (text.find('('), text.rfind(')')) {
+                (Some(a), Some(b)) if a < b => text[a + 1..b].to_string(),
+                _ => continue,
+            };
+            let name = if name.starts_with("Pingora") {
+                "proxy (Pingora service)".to_string()
+            } else if name.contains("webhook") {
+                "webhook dispatcher".to_string()
+            } else {
+                "other threads".to_string()
+            };
+            *out.entry(name).or_default() += stat_ticks(&stat.to_string_lossy());
+        }
+    }
+    out
+}
+
+fn proc_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// A `Vm…:` line of /proc/<pid>/status, in KiB.
+fn proc_status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// CPU ticks of this process's threads: (upstream runtime, everything else = load generator).
+fn own_ticks() -> (u64, u64) {
+    let total = stat_ticks("/proc/self/stat");
+    let mut upstream = 0;
+    if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
+        for t in dir.flatten() {
+            let p = t.path();
+            let comm = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
+            if comm.starts_with("bench-upstream") {
+                upstream += stat_ticks(&p.join("stat").to_string_lossy());
+            }
+        }
+    }
+    (upstream, total.saturating_sub(upstream))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load generator
+// ---------------------------------------------------------------------------------------------
+
+/// What a scenario sends: a ring of ready-made requests, used in order.
+#[derive(Clone)]
+struct Workload {
+    requests: Arc<Vec<Bytes>>,
+    expect: u16,
+}
+
+const NORMAL_MESSAGES: &[&str] = &[
+    "good morning everyone, the build is green",
+    "lunch at noon?",
+    "@bob can you review my PR when you have a minute",
+    "I pushed the fix to staging, please have a look",
+    "#general is noisy today",
+    "!important the standup moves to 10:30",
+    "thanks!",
+    "see https://ci.example.com/b/42 for the details",
+    "ok",
+];
+
+fn request_head(method: &str, path: &str, body_len: Option<usize>) -> String {
+    let mut h = format!(
+        "{method} {path} HTTP/1.1\r\nHost: mattermost.example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\nAccept: */*\r\nAccept-Language: en-US,en;q=0.5\r\nAuthorization: Bearer {USER_TOKEN}\r\nX-Requested-With: XMLHttpRequest\r\n"
+    );
+    if let Some(n) = body_len {
+        let _ = write!(
+            h,
+            "Content-Type: application/json\r\nContent-Length: {n}\r\n"
+        );
+    }
+    h.push_str("\r\n");
+    h
+}
+
+/// `POST /api/v4/posts` as the web app sends it; one in `MATCH_EVERY` (`i % 10 == 0`) starts
+/// with a trigger word of exactly one hook (`match_all`: every one does).
+fn posts_workload(n: usize, match_all: bool) -> Workload {
+    let ms = unix_ms();
+    let requests = (0..n)
+        .map(|i| {
+            let message = if match_all || i % MATCH_EVERY == 0 {
+                // Exact-mode hooks are those with i % 10 >= 4 (see hooks_yaml).
+                let k = (i * 7919) % (HOOKS / 10) * 10 + 4 + (i / MATCH_EVERY) % 6;
+                format!("{MATCH_PREFIX}{k} please build main")
+            } else {
+                NORMAL_MESSAGES[i % NORMAL_MESSAGES.len()].to_string()
+            };
+            let body = serde_json::json!({
+                "file_ids": [],
+                "message": message,
+                "channel_id": CHANNEL_ID,
+                "pending_post_id": format!("{USER_ID}:{}", ms + i as i64),
+                "user_id": USER_ID,
+                "create_at": 0,
+                "metadata": {},
+                "props": {"disable_group_highlight": true},
+                "update_at": ms + i as i64,
+                "reply_count": 0
+            })
+            .to_string();
+            let mut r = request_head("POST", "/api/v4/posts", Some(body.len())).into_bytes();
+            r.extend_from_slice(body.as_bytes());
+            Bytes::from(r)
+        })
+        .collect();
+    Workload {
+        requests: Arc::new(requests),
+        expect: 201,
+    }
+}
+
+fn get_workload(path: &str) -> Workload {
+    Workload {
+        requests: Arc::new(vec![Bytes::from(request_head("GET", path, None))]),
+        expect: 200,
+    }
+}
+
+struct Client {
+    s: TcpStream,
+    buf: BytesMut,
+}
+
+impl Client {
+    async fn connect(addr: SocketAddr) -> io::Result<Client> {
+        let s = TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        Ok(Client {
+            s,
+            buf: BytesMut::with_capacity(16 * 1024),
+        })
+    }
+
+    /// Sends `req` and checks the answer; Ok(false) when the server closes the connection.
+    async fn call(&mut self, req: &[u8], expect: u16) -> Result<bool, String> {
+        let exchange = async {
+            self.s
+                .write_all(req)
+                .await
+                .map_err(|e| format!("write: {}", e.kind()))?;
+            let msg = read_msg(&mut self.s, &mut self.buf, true)
+                .await
+                .map_err(|e| format!("read: {}", e.kind()))?
+                .ok_or_else(|| "closed by server".to_string())?;
+            let status = msg.status();
+            if status != expect {
+                return Err(format!("HTTP {status}"));
+            }
+            if msg.body.is_empty() || msg.body[0] != b'{' {
+                return Err("body is not JSON".into());
+            }
+            Ok(!msg.close)
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err("timeout".into()),
+        }
+    }
+}
+
+/// What one load phase measured.
+#[derive(Default)]
+struct LoadResult {
+    /// Completed in the measuring window (closed loop) / intended in it (open loop).
+    ok: u64,
+    window: f64,
+    /// All successful requests of the phase, warm-up included (for CPU per request).
+    total: u64,
+    errors: BTreeMap<String, u64>,
+    /// Latencies (ns) of the measuring window.
+    lat: Vec<u64>,
+    /// Open loop: how late the pacer released each request (ns).
+    pacer_lag: Vec<u64>,
+}
+
+impl LoadResult {
+    fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    fn merge(&mut self, other: ConnResult) {
+        self.lat.extend(other.lat);
+        self.total += other.total;
+        for (k, v) in other.errors {
+            *self.errors.entry(k).or_default() += v;
+        }
+    }
+}
+
+#[derive(Default)]
+struct ConnResult {
+    lat: Vec<u64>,
+    total: u64,
+    errors: BTreeMap<String, u64>,
+}
+
+/// `conns` keep-alive connections, each sending its next request as soon as the previous
+/// answer is in: the maximum throughput.
+async fn closed_loop(
+    addr: SocketAddr,
+    wl: &Workload,
+    conns: usize,
+    warmup: Duration,
+    measure: Duration,
+) -> LoadResult {
+    let start = Instant::now();
+    let (t_w, t_end) = (start + warmup, start + warmup + measure);
+    let next = Arc::new(AtomicU64::new(0));
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..conns {
+        let (wl, next) = (wl.clone(), next.clone());
+        set.spawn(async move {
+            let mut r = ConnResult {
+                lat: Vec::with_capacity(64 * 1024),
+                ..Default::default()
+            };
+            let mut client: Option<Client> = None;
+            while Instant::now() < t_end {
+                if client.is_none() {
+                    match Client::connect(addr).await {
+                        Ok(c) => client = Some(c),
+                        Err(e) => {
+                            *r.errors
+                                .entry(format!("connect: {}", e.kind()))
+                                .or_default() += 1;
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            continue;
+                        }
+                    }
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                let req = &wl.requests[i % wl.requests.len()];
+                let t0 = Instant::now();
+                let res = client
+                    .as_mut()
+                    .expect("connected")
+                    .call(req, wl.expect)
+                    .await;
+                let t1 = Instant::now();
+                match res {
+                    Ok(keep) => {
+                        r.total += 1;
+                        if t1 >= t_w && t1 < t_end {
+                            r.lat.push((t1 - t0).as_nanos() as u64);
+                        }
+                        if !keep {
+                            client = None;
+                        }
+                    }
+                    Err(e) => {
+                        *r.errors.entry(e).or_default() += 1;
+                        client = None;
+                    }
+                }
+            }
+            r
+        });
+    }
+    let mut out = LoadResult {
+        window: measure.as_secs_f64(),
+        ..Default::default()
+    };
+    while let Some(r) = set.join_next().await {
+        out.merge(r.expect("connection task"));
+    }
+    out.ok = out.lat.len() as u64;
+    out
+}
+
+/// Requests at a fixed `rate`, released by a pacer thread at their intended times and served
+/// by whichever of `conns` connections is free; latency counts from the intended time, so a
+/// stall delays (and is charged to) every request due during it.
+async fn open_loop(
+    addr: SocketAddr,
+    wl: &Workload,
+    rate: f64,
+    conns: usize,
+    warmup: Duration,
+    measure: Duration,
+) -> LoadResult {
+    let mut out = LoadResult {
+        window: measure.as_secs_f64(),
+        ..Default::default()
+    };
+    let mut clients = Vec::new();
+    for _ in 0..conns {
+        match Client::connect(addr).await {
+            Ok(c) => clients.push(Some(c)),
+            Err(e) => {
+                *out.errors
+                    .entry(format!("connect: {}", e.kind()))
+                    .or_default() += 1
+            }
+        }
+    }
+    let n = ((warmup + measure).as_secs_f64() * rate) as u64;
+    let period = 1e9 / rate;
+    let t0 = Instant::now() + Duration::from_millis(20);
+    let t_w = t0 + warmup;
+    let due = move |i: u64| t0 + Duration::from_nanos((i as f64 * period) as u64);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let pacer = std::thread::Builder::new()
+        .name("bench-pacer".into())
+        .spawn(move || {
+            let mut lag = Vec::with_capacity(n as usize);
+            let mut i = 0;
+            while i < n {
+                let now = Instant::now();
+                let next = due(i);
+                if next > now {
+                    std::thread::sleep(next - now);
+                    continue;
+                }
+                while i < n && due(i) <= now {
+                    lag.push((now - due(i)).as_nanos() as u64);
+                    if tx.send((i, due(i))).is_err() {
+                        return lag;
+                    }
+                    i += 1;
+                }
+            }
+            lag
+        })
+        .expect("pacer thread");
+    let mut set = tokio::task::JoinSet::new();
+    for client in clients {
+        let (wl, rx) = (wl.clone(), rx.clone());
+        set.spawn(async move {
+            let mut client = client;
+            let mut r = ConnResult::default();
+            loop {
+                let job = rx.lock().await.recv().await;
+                let Some((i, intended)) = job else { break };
+                if client.is_none() {
+                    match Client::connect(addr).await {
+                        Ok(c) => client = Some(c),
+                        Err(e) => {
+                            *r.errors
+                                .entry(format!("connect: {}", e.kind()))
+                                .or_default() += 1;
+                            continue;
+                        }
+                    }
+                }
+                let req = &wl.requests[i as usize % wl.requests.len()];
+                let res = client
+                    .as_mut()
+                    .expect("connected")
+                    .call(req, wl.expect)
+                    .await;
+                let done = Instant::now();
+                match res {
+                    Ok(keep) => {
+                        r.total += 1;
+                        if intended >= t_w {
+                            r.lat.push((done - intended).as_nanos() as u64);
+                        }
+                        if !keep {
+                            client = None;
+                        }
+                    }
+                    Err(e) => {
+                        *r.errors.entry(e).or_default() += 1;
+                        client = None;
+                    }
+                }
+            }
+            r
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        out.merge(r.expect("connection task"));
+    }
+    let lag = tokio::task::spawn_blocking(move || pacer.join().expect("pacer"))
+        .await
+        .expect("pacer join");
+    // A system that falls behind finishes after the window: the rate it achieved counts the
+    // time it took.
+    let span = Instant::now().saturating_duration_since(t_w);
+    out.window = measure.as_secs_f64().max(span.as_secs_f64());
+    let warm = (warmup.as_secs_f64() * rate) as usize;
+    out.pacer_lag = lag.into_iter().skip(warm).collect();
+    out.ok = out.lat.len() as u64;
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deliveries: did every matching post reach the sink, and how fast
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Default, Clone, Copy, Debug)]
+struct LogCounts {
+    delivered: u64,
+    delivery_failed: u64,
+    replies_posted: u64,
+    reply_failed: u64,
+    queue_drops: u64,
+    other_warn: u64,
+    errors: u64,
+}
+
+impl LogCounts {
+    fn add(&mut self, o: &LogCounts) {
+        self.delivered += o.delivered;
+        self.delivery_failed += o.delivery_failed;
+        self.replies_posted += o.replies_posted;
+        self.reply_failed += o.reply_failed;
+        self.queue_drops += o.queue_drops;
+        self.other_warn += o.other_warn;
+        self.errors += o.errors;
+    }
+}
+
+/// Counts posthook's outcome log lines written since `offset` (env_logger's default format).
+fn read_log(path: &Path, offset: &mut u64) -> LogCounts {
+    let mut c = LogCounts::default();
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return c;
+    };
+    if f.seek(io::SeekFrom::Start(*offset)).is_err() {
+        return c;
+    }
+    let mut data = Vec::new();
+    let _ = f.read_to_end(&mut data);
+    // Only whole lines; a line being written is read next time.
+    let Some(end) = data.iter().rposition(|&b| b == b'\n') else {
+        return c;
+    };
+    *offset += end as u64 + 1;
+    for line in String::from_utf8_lossy(&data[..=end]).lines() {
+        if line.contains("outcome=delivered") {
+            c.delivered += 1;
+        } else if line.contains("] delivery ") && line.contains("outcome=failed") {
+            c.delivery_failed += 1;
+        } else if line.contains("outcome=posted") {
+            c.replies_posted += 1;
+        } else if line.contains("] reply ") && line.contains("outcome=failed") {
+            c.reply_failed += 1;
+        } else if line.contains("dropping a created post") {
+            c.queue_drops += 1;
+        } else if line.contains(" WARN ") {
+            c.other_warn += 1;
+        } else if line.contains(" ERROR ") {
+            c.errors += 1;
+        }
+    }
+    c
+}
+
+#[derive(Default, Clone)]
+struct Deliveries {
+    expected: u64,
+    delivered: u64,
+    replied: u64,
+    duplicates: u64,
+    unknown: u64,
+    delivery_lat: Vec<u64>,
+    reply_lat: Vec<u64>,
+    log: LogCounts,
+    drain: Duration,
+}
+
+impl Deliveries {
+    fn add(&mut self, o: Deliveries) {
+        self.expected += o.expected;
+        self.delivered += o.delivered;
+        self.replied += o.replied;
+        self.duplicates += o.duplicates;
+        self.unknown += o.unknown;
+        self.delivery_lat.extend(o.delivery_lat);
+        self.reply_lat.extend(o.reply_lat);
+        self.log.add(&o.log);
+        self.drain = self.drain.max(o.drain);
+    }
+
+    fn missing(&self) -> u64 {
+        self.expected.saturating_sub(self.delivered)
+    }
+}
+
+fn clear_records(up: &Upstream) {
+    up.created.lock().unwrap().clear();
+    up.sink.lock().unwrap().clear();
+    up.replies.lock().unwrap().clear();
+}
+
+/// Waits until every matching post created since the last `clear_records` reached the sink
+/// and got its reply (or nothing moved for `stall`), then joins the records by post.
+/// Latencies only for posts created at or after `from_ns` (the warm-up is not counted).
+fn collect_deliveries(up: &Upstream, from_ns: u64, stall: Duration) -> Deliveries {
+    let started = Instant::now();
+    let mut last = (usize::MAX, usize::MAX);
+    let mut last_change = Instant::now();
+    loop {
+        let c = up.created.lock().unwrap().len();
+        let s = up.sink.lock().unwrap().len();
+        let r = up.replies.lock().unwrap().len();
+        if s >= c && r >= c {
+            break;
+        }
+        if (s, r) != last {
+            last = (s, r);
+            last_change = Instant::now();
+        } else if last_change.elapsed() > stall {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let drain = started.elapsed();
+    let created = std::mem::take(&mut *up.created.lock().unwrap());
+    let sink = std::mem::take(&mut *up.sink.lock().unwrap());
+    let replies = std::mem::take(&mut *up.replies.lock().unwrap());
+    let created: HashMap<u64, u64> = created.into_iter().collect();
+    let mut d = Deliveries {
+        expected: created.len() as u64,
+        drain,
+        ..Default::default()
+    };
+    let mut answered: HashMap<u64, u64> = HashMap::new();
+    for (seq, received, answered_at) in sink {
+        let Some(&t201) = created.get(&seq) else {
+            d.unknown += 1;
+            continue;
+        };
+        if answered.insert(seq, answered_at).is_some() {
+            d.duplicates += 1;
+            continue;
+        }
+        d.delivered += 1;
+        if t201 >= from_ns {
+            d.delivery_lat.push(received.saturating_sub(t201));
+        }
+    }
+    for (seq, received) in replies {
+        if let Some(&answered_at) = answered.get(&seq) {
+            d.replied += 1;
+            if created.get(&seq).is_some_and(|&t| t >= from_ns) {
+                d.reply_lat.push(received.saturating_sub(answered_at));
+            }
+        }
+    }
+    d
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configs
+// ---------------------------------------------------------------------------------------------
+
+/// The hooks: Mattermost's mix as in benches/micro.rs: 10% bound to a channel (not the one the
+/// load posts to), 30% `starts_with` `!cmdN`, 60% `exact` `#wordN`/`#altN`; half form, half
+/// JSON; every callback to `sink`.
+fn hooks_yaml(sink: SocketAddr) -> String {
+    let mut y = String::with_capacity(HOOKS * 200);
+    y.push_str("hooks:\n");
+    for i in 0..HOOKS {
+        let _ = writeln!(y, "  - display_name: \"hook {i}\"");
+        match i % 10 {
+            0 => {
+                let _ = writeln!(y, "    channel_id: \"chan{i:022}\"");
+            }
+            1..=3 => {
+                let _ = writeln!(
+                    y,
+                    "    trigger_words: [\"!cmd{i}\"]\n    trigger_when: starts_with"
+                );
+            }
+            _ => {
+                let _ = writeln!(y, "    trigger_words: [\"#word{i}\", \"#alt{i}\"]");
+            }
+        }
+        let ct = if i % 2 == 0 {
+            "application/x-www-form-urlencoded"
+        } else {
+            "application/json"
+        };
+        let _ = writeln!(
+            y,
+            "    callback_urls: [\"http://{sink}/hooks/{i}\"]\n    content_type: \"{ct}\"\n    token: \"hooktoken{i:017}\""
+        );
+    }
+    y
+}
+
+/// posthook's config: the shipped defaults, written out, with loopback callbacks allowed.
+fn posthook_yaml(listen: SocketAddr, upstream: SocketAddr, hooks: &str) -> String {
+    format!(
+        "listen: \"{listen}\"
+upstream: \"http://{upstream}\"
+bot_token: \"{BOT_TOKEN}\"
+settings:
+  allowed_untrusted_internal_connections: [\"127.0.0.1\"]
+  outgoing_integration_requests_timeout: 30
+server:
+  threads: 1
+  grace_period_seconds: 0
+  graceful_shutdown_timeout_seconds: 1
+  upstream_connect_timeout_seconds: 5
+  upstream_keepalive_pool_size: 128
+limits:
+  max_inspected_body_bytes: 1048576
+  max_decoded_body_bytes: 4194304
+  queue_capacity: 10000
+  max_concurrent_jobs: 64
+  max_concurrent_deliveries: 256
+  lookup_cache_ttl_seconds: 60
+  lookup_cache_max_entries: 10000
+  lookup_timeout_seconds: 10
+{hooks}"
+    )
+}
+
+struct NginxPorts {
+    direct: SocketAddr,
+    split: SocketAddr,
+    chain: SocketAddr,
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2))
+                .map(|euid| euid == "0")
+        })
+        .unwrap_or(false)
+}
+
+/// nginx as the Mattermost docs configure it (keep-alive upstream, HTTP/1.1, forwarding
+/// headers), with three servers: straight to the upstream (D), the split deployment (only
+/// `POST /api/v4/posts` to posthook) and the chain (everything through posthook).
+fn nginx_conf(
+    dir: &Path,
+    workers: usize,
+    upstream: SocketAddr,
+    posthook: SocketAddr,
+    p: &NginxPorts,
+) -> String {
+    let user = if is_root() { "user root;\n" } else { "" };
+    let d = dir.display();
+    let proxy = "proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;";
+    format!(
+        "{user}worker_processes {workers};
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/client_body;
+  proxy_temp_path {d}/proxy;
+  fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi;
+  scgi_temp_path {d}/scgi;
+  keepalive_requests 1000000;
+  upstream mattermost {{ server {upstream}; keepalive 128; keepalive_requests 1000000; }}
+  upstream posthook {{ server {posthook}; keepalive 128; keepalive_requests 1000000; }}
+  map $request_method $posts_backend {{ POST posthook; default mattermost; }}
+  server {{
+    listen {direct};
+    location / {{ proxy_pass http://mattermost; {proxy} }}
+  }}
+  server {{
+    listen {split};
+    location = /api/v4/posts {{ proxy_pass http://$posts_backend; {proxy} }}
+    location / {{ proxy_pass http://mattermost; {proxy} }}
+  }}
+  server {{
+    listen {chain};
+    location / {{ proxy_pass http://posthook; {proxy} }}
+  }}
+}}
+",
+        direct = p.direct,
+        split = p.split,
+        chain = p.chain,
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// The bare Pingora proxy (scenario E), run in a child: this binary with --serve-bare-proxy
+// ---------------------------------------------------------------------------------------------
+
+struct Bare {
+    peer: pingora::prelude::HttpPeer,
+}
+
+#[async_trait::async_trait]
+impl pingora::proxy::ProxyHttp for Bare {
+    type CTX = ();
+
+    fn new_ctx(&self) {}
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut pingora::proxy::Session,
+        _ctx: &mut (),
+    ) -> pingora::Result<Box<pingora::prelude::HttpPeer>> {
+        Ok(Box::new(self.peer.clone()))
+    }
+}
+
+/// The framework's floor: a `ProxyHttp` with only `upstream_peer`, on the ServerConf and peer
+/// options posthook uses. Exits when the parent closes our stdin.
+fn serve_bare_proxy(listen: &str, upstream: &str, threads: usize) -> ! {
+    std::thread::spawn(|| {
+        let mut b = [0u8; 64];
+        loop {
+            match io::stdin().read(&mut b) {
+                Ok(0) | Err(_) => std::process::exit(0),
+                Ok(_) => {}
+            }
+        }
+    });
+    let (host, port) = upstream.rsplit_once(':').expect("host:port");
+    let port: u16 = port.parse().expect("port");
+    let mut peer = pingora::prelude::HttpPeer::new((host, port), false, String::new());
+    peer.options.connection_timeout = Some(Duration::from_secs(5));
+    peer.options.total_connection_timeout = Some(Duration::from_secs(5));
+    let conf = pingora::server::configuration::ServerConf {
+        threads,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
+        upstream_keepalive_pool_size: 128,
+        ..Default::default()
+    };
+    let mut server = pingora::server::Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut service = pingora::proxy::http_proxy_service(&server.configuration, Bare { peer });
+    service.add_tcp(listen);
+    server.add_service(service);
+    server.run_forever()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios and aggregation
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Closed,
+    Open,
+}
+
+/// A process group whose CPU is charged to a scenario.
+#[derive(Clone)]
+struct CpuGroup {
+    name: &'static str,
+    pids: Vec<u32>,
+}
+
+#[derive(Clone)]
+struct Scenario {
+    key: &'static str,
+    /// `--only` selects by key or by group.
+    group: &'static str,
+    addr: SocketAddr,
+    workload: Workload,
+    cpu: Vec<CpuGroup>,
+    /// posthook C is behind it: matching posts must reach the sink.
+    fires: bool,
+    /// A posthook whose CPU is also reported per thread.
+    split_pid: Option<u32>,
+}
+
+#[derive(Default)]
+struct Agg {
+    rates: Vec<f64>,
+    lat: Vec<u64>,
+    errors: BTreeMap<String, u64>,
+    requests: u64,
+    cpu_ticks: Vec<u64>,
+    upstream_ticks: u64,
+    loadgen_ticks: u64,
+    pacer_lag: Vec<u64>,
+    deliveries: Option<Deliveries>,
+    /// Names of the CPU groups, as charged.
+    cpu_names: Vec<&'static str>,
+    /// Other load on the machine during each kept phase (cores).
+    foreign: Vec<f64>,
+    /// posthook's CPU ticks by thread.
+    threads: BTreeMap<String, u64>,
+    /// Phases merged into this result / phases run.
+    phases_used: usize,
+    phases_total: usize,
+    /// Deliveries of every phase, quiet or not (the correctness check).
+    all_deliveries: Option<Deliveries>,
+}
+
+impl Agg {
+    fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    fn absorb(&mut self, o: &Agg) {
+        self.cpu_names = o.cpu_names.clone();
+        self.rates.extend(&o.rates);
+        self.lat.extend(&o.lat);
+        for (k, v) in &o.errors {
+            *self.errors.entry(k.clone()).or_default() += v;
+        }
+        self.requests += o.requests;
+        if self.cpu_ticks.len() < o.cpu_ticks.len() {
+            self.cpu_ticks.resize(o.cpu_ticks.len(), 0);
+        }
+        for (i, t) in o.cpu_ticks.iter().enumerate() {
+            self.cpu_ticks[i] += t;
+        }
+        self.upstream_ticks += o.upstream_ticks;
+        self.loadgen_ticks += o.loadgen_ticks;
+        self.pacer_lag.extend(&o.pacer_lag);
+        self.foreign.extend(&o.foreign);
+        for (k, v) in &o.threads {
+            *self.threads.entry(k.clone()).or_default() += v;
+        }
+        if let Some(d) = &o.deliveries {
+            self.deliveries
+                .get_or_insert_with(Deliveries::default)
+                .add(d.clone());
+        }
+    }
+}
+
+fn pct(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+fn us(ns: u64) -> String {
+    let v = ns as f64 / 1000.0;
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+fn median(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+fn min_max(v: &[f64]) -> (f64, f64) {
+    v.iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+            (a.min(x), b.max(x))
+        })
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1}", kib as f64 / 1024.0)
+}
+
+struct Runner {
+    opts: Opts,
+    rt: tokio::runtime::Runtime,
+    up: Arc<Upstream>,
+    /// posthook C's log and how far it was read.
+    c_log: PathBuf,
+    c_log_offset: u64,
+    /// (key, mode) → each kept phase's results, in first-run order.
+    aggs: Vec<((String, Mode), Vec<Agg>)>,
+    /// Per round: (key, open loop) → (req/s, other load), for the drift table and ratios.
+    per_round: Vec<BTreeMap<(String, bool), (f64, f64)>>,
+    /// Every child pid (for telling other load on the machine from ours).
+    our_pids: Vec<u32>,
+    /// Phases discarded because of other load.
+    repeats: u64,
+    /// Time the run may still spend waiting for a quiet machine and repeating phases.
+    noise_left: Duration,
+}
+
+impl Runner {
+    fn push(&mut self, key: &str, mode: Mode, phase: Agg) {
+        match self
+            .aggs
+            .iter_mut()
+            .find(|((k, m), _)| k == key && *m == mode)
+        {
+            Some((_, v)) => v.push(phase),
+            None => self.aggs.push(((key.to_string(), mode), vec![phase])),
+        }
+    }
+
+    /// The results of `key` in `mode`: the phases that ran on a quiet machine (other load ≤
+    /// `MAX_FOREIGN`) when there are any, else all of them; delivery counts always from all.
+    fn find(&self, key: &str, mode: Mode) -> Option<Agg> {
+        let phases = &self
+            .aggs
+            .iter()
+            .find(|((k, m), _)| k == key && *m == mode)?
+            .1;
+        let quiet: Vec<&Agg> = phases
+            .iter()
+            .filter(|p| p.foreign.iter().all(|f| *f <= MAX_FOREIGN))
+            .collect();
+        let used = if quiet.is_empty() {
+            phases.iter().collect()
+        } else {
+            quiet
+        };
+        let mut a = Agg::default();
+        for p in &used {
+            a.absorb(p);
+        }
+        a.phases_used = used.len();
+        a.phases_total = phases.len();
+        for p in phases {
+            if let Some(d) = &p.deliveries {
+                a.all_deliveries
+                    .get_or_insert_with(Deliveries::default)
+                    .add(d.clone());
+            }
+        }
+        Some(a)
+    }
+
+    /// Runs one phase of `sc` and folds it into the aggregates. Other work on the machine
+    /// (CPU not spent by the bench or its children) is waited out before the phase, measured
+    /// during it, and a phase that shared the cores with more than `MAX_FOREIGN` is re-run.
+    fn phase(&mut self, round: usize, sc: &Scenario, mode: Mode, rate: f64, measure: Duration) {
+        if !self.opts.wants(sc.key) && !self.opts.wants(sc.group) {
+            return;
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let waited = self.wait_quiet();
+            let phase_started = Instant::now();
+            let (res, deliveries, cpu, own, foreign, threads) =
+                self.run_once(sc, mode, rate, measure);
+            let rps = res.ok as f64 / res.window;
+            let accepted = self.up.accepted.swap(0, Ordering::Relaxed);
+            let sink_conns = self.up.sink_accepted.swap(0, Ordering::Relaxed);
+            let label = match mode {
+                Mode::Closed => format!("closed, {} conns", self.opts.conns),
+                Mode::Open => format!("open, {rate:.0}/s"),
+            };
+            let lat = sorted(&res.lat);
+            let mut line = format!(
+                "round {} {:<10} {label:<18} {rps:>9.0} req/s  p50 {:>6} µs  p99 {:>6} µs  errors {}  conns to upstream {accepted} / sink {sink_conns}  other load {foreign:.2} cores (waited {:.1} s)",
+                round + 1,
+                sc.key,
+                us(pct(&lat, 0.5)),
+                us(pct(&lat, 0.99)),
+                res.error_count(),
+                waited.as_secs_f64()
+            );
+            if let Some(d) = &deliveries {
+                let _ = write!(
+                    line,
+                    "  | matching {} delivered {} replies {} (drained in {:.2} s)",
+                    d.expected,
+                    d.delivered,
+                    d.replied,
+                    d.drain.as_secs_f64()
+                );
+            }
+            if foreign > MAX_FOREIGN && attempt <= MAX_RETRIES && !self.noise_left.is_zero() {
+                eprintln!("{line}  → other load, discarded and repeated");
+                self.repeats += 1;
+                self.noise_left = self.noise_left.saturating_sub(phase_started.elapsed());
+                continue;
+            }
+            eprintln!("{line}");
+            self.per_round[round].insert((sc.key.to_string(), mode == Mode::Open), (rps, foreign));
+            let phase = Agg {
+                cpu_names: sc.cpu.iter().map(|g| g.name).collect(),
+                rates: vec![rps],
+                foreign: vec![foreign],
+                requests: res.total,
+                cpu_ticks: cpu,
+                upstream_ticks: own.0,
+                loadgen_ticks: own.1,
+                lat: res.lat,
+                errors: res.errors,
+                pacer_lag: res.pacer_lag,
+                threads,
+                deliveries,
+                ..Agg::default()
+            };
+            self.push(sc.key, mode, phase);
+            return;
+        }
+    }
+
+    /// One attempt: (load result, deliveries, CPU ticks per group, (upstream, loadgen) ticks,
+    /// other load in cores).
+    #[allow(clippy::type_complexity)]
+    fn run_once(
+        &mut self,
+        sc: &Scenario,
+        mode: Mode,
+        rate: f64,
+        measure: Duration,
+    ) -> (
+        LoadResult,
+        Option<Deliveries>,
+        Vec<u64>,
+        (u64, u64),
+        f64,
+        BTreeMap<String, u64>,
+    ) {
+        clear_records(&self.up);
+        let threads0 = sc.split_pid.map(thread_ticks).unwrap_or_default();
+        let _ = read_log(&self.c_log, &mut self.c_log_offset);
+        let cpu0: Vec<u64> = sc.cpu.iter().map(|g| proc_ticks(&g.pids)).collect();
+        let (up0, lg0) = own_ticks();
+        let load0 = self.load_snapshot();
+        let o = &self.opts;
+        let warmup = match mode {
+            Mode::Closed => o.closed_warmup,
+            Mode::Open => o.open_warmup,
+        };
+        let warm_from = now_ns() + warmup.as_nanos() as u64;
+        let wl = sc.workload.clone();
+        let (conns, open_conns) = (o.conns, o.open_conns);
+        let res = self.rt.block_on(async {
+            match mode {
+                Mode::Closed => closed_loop(sc.addr, &wl, conns, warmup, measure).await,
+                Mode::Open => open_loop(sc.addr, &wl, rate, open_conns, warmup, measure).await,
+            }
+        });
+        let foreign = self.foreign_since(load0);
+        let deliveries = sc.fires.then(|| {
+            let mut d = collect_deliveries(&self.up, warm_from, self.opts.drain_stall);
+            d.log = read_log(&self.c_log, &mut self.c_log_offset);
+            d
+        });
+        let cpu1: Vec<u64> = sc.cpu.iter().map(|g| proc_ticks(&g.pids)).collect();
+        let (up1, lg1) = own_ticks();
+        let cpu = cpu0
+            .iter()
+            .zip(&cpu1)
+            .map(|(a, b)| b.saturating_sub(*a))
+            .collect();
+        let mut threads = sc.split_pid.map(thread_ticks).unwrap_or_default();
+        for (k, v) in threads.iter_mut() {
+            *v = v.saturating_sub(threads0.get(k).copied().unwrap_or(0));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        (
+            res,
+            deliveries,
+            cpu,
+            (up1.saturating_sub(up0), lg1.saturating_sub(lg0)),
+            foreign,
+            threads,
+        )
+    }
+
+    /// (machine busy ticks, ticks of the bench and its children, when).
+    fn load_snapshot(&self) -> (u64, u64, Instant) {
+        let ours = stat_ticks("/proc/self/stat") + proc_ticks(&self.all_pids());
+        (machine_busy_ticks(), ours, Instant::now())
+    }
+
+    fn all_pids(&self) -> Vec<u32> {
+        let mut pids = self.our_pids.clone();
+        pids.retain(|p| proc_alive(*p));
+        pids
+    }
+
+    /// CPU (in cores) spent since `snap` by processes that are not the bench's.
+    fn foreign_since(&self, snap: (u64, u64, Instant)) -> f64 {
+        let (busy0, ours0, t0) = snap;
+        let (busy1, ours1, _) = self.load_snapshot();
+        let foreign = busy1.saturating_sub(busy0) as f64 - ours1.saturating_sub(ours0) as f64;
+        (foreign / clock_ticks() / t0.elapsed().as_secs_f64()).max(0.0)
+    }
+
+    /// Waits (at most `max_quiet_wait`) until other processes use less than `QUIET` cores.
+    /// Waiting beyond 0.3 s is charged to the run's noise budget; an empty budget means no
+    /// more waiting.
+    fn wait_quiet(&mut self) -> Duration {
+        let started = Instant::now();
+        let limit = self
+            .opts
+            .max_quiet_wait
+            .min(self.noise_left + Duration::from_millis(300));
+        loop {
+            let snap = self.load_snapshot();
+            std::thread::sleep(Duration::from_millis(300));
+            if self.foreign_since(snap) < QUIET || started.elapsed() >= limit {
+                let waited = started.elapsed();
+                self.noise_left = self
+                    .noise_left
+                    .saturating_sub(waited.saturating_sub(Duration::from_millis(300)));
+                return waited;
+            }
+        }
+    }
+}
+
+const SWEEP_KEYS: &[&str] = &["S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8"];
+
+/// Other load (cores) below which the machine counts as quiet before a phase.
+const QUIET: f64 = 0.05;
+/// Other load (cores) above which a phase is repeated.
+const MAX_FOREIGN: f64 = 0.10;
+const MAX_RETRIES: usize = 2;
+
+/// Busy ticks of all CPUs (user, nice, system, irq, softirq, steal) from /proc/stat. Niced
+/// processes count: at nice 5 they still take a good share of the cores.
+fn machine_busy_ticks() -> u64 {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = s.lines().next() else {
+        return 0;
+    };
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest is inside user)
+    [0usize, 1, 2, 5, 6, 7]
+        .iter()
+        .map(|&i| f.get(i).copied().unwrap_or(0))
+        .sum()
+}
+
+fn sorted(v: &[u64]) -> Vec<u64> {
+    let mut s = v.to_vec();
+    s.sort_unstable();
+    s
+}
+
+// ---------------------------------------------------------------------------------------------
+// Main
+// ---------------------------------------------------------------------------------------------
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--serve-bare-proxy") {
+        let get = |k: usize| {
+            args.get(i + k)
+                .expect("--serve-bare-proxy LISTEN UPSTREAM THREADS")
+        };
+        serve_bare_proxy(get(1), get(2), get(3).parse().expect("threads"));
+    }
+    epoch();
+    install_signal_cleanup();
+    let opts = Opts::parse(&args[1..]);
+    run(opts);
+}
+
+fn cmd_output(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| {
+            let mut s = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            if s.is_empty() {
+                s = String::from_utf8_lossy(&o.stderr).trim().to_string();
+            }
+            s
+        })
+        .unwrap_or_else(|e| format!("({cmd}: {e})"))
+}
+
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("?")
+        .trim()
+        .to_string();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map(|kib| format!("{:.1} GiB", kib as f64 / 1024.0 / 1024.0))
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!(
+        "| nproc | {cpus} |\n| CPU | {model} |\n| memory | {mem} |\n| kernel | {} |\n| rustc | {} |\n| nginx | {} |\n",
+        kernel.trim(),
+        cmd_output("rustc", &["-V"]),
+        cmd_output("/usr/sbin/nginx", &["-v"]).replace("nginx version: ", ""),
+    )
+}
+
+/// The posthook binary: $POSTHOOK_BIN, Cargo's CARGO_BIN_EXE_posthook, or the `posthook` next
+/// to this bench's `deps/` directory (where `cargo bench` and `cargo build --release` put it).
+fn posthook_bin() -> PathBuf {
+    let mut candidates = Vec::new();
+    if let Some(p) = std::env::var_os("POSTHOOK_BIN") {
+        candidates.push(PathBuf::from(p));
+    }
+    if let Some(p) = option_env!("CARGO_BIN_EXE_posthook") {
+        candidates.push(PathBuf::from(p));
+    }
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent()?.parent().map(Path::to_path_buf))
+    {
+        candidates.push(dir.join("posthook"));
+    }
+    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
+        candidates.push(PathBuf::from(t).join("release/posthook"));
+    }
+    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/posthook"));
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("posthook binary not found: run `cargo build --release` or set POSTHOOK_BIN")
+        })
+}
+
+fn newest_source_mtime() -> Option<SystemTime> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.metadata().ok()?.modified().ok())
+        .max()
+}
+
+struct Procs {
+    b: Proc,
+    c: Proc,
+    e: Proc,
+    nginx: Option<Proc>,
+}
+
+fn run(opts: Opts) {
+    let started = Instant::now();
+    let bin = posthook_bin();
+    let bin_mtime = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+    if let (Some(b), Some(s)) = (bin_mtime, newest_source_mtime()) {
+        if b < s {
+            eprintln!(
+                "WARNING: {} is older than src/: run `cargo build --release` first",
+                bin.display()
+            );
+        }
+    }
+    if bin.components().any(|c| c.as_os_str() == "debug") {
+        eprintln!("WARNING: {} looks like a debug build", bin.display());
+    }
+    let dir = std::env::temp_dir().join(format!("posthook-load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let tmp = TempDir(dir.clone());
+
+    let upstream_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(opts.upstream_threads)
+        .thread_name("bench-upstream")
+        .enable_all()
+        .build()
+        .expect("upstream runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(opts.loadgen_threads)
+        .thread_name("bench-loadgen")
+        .enable_all()
+        .build()
+        .expect("load runtime");
+    let up = Arc::new(Upstream::default());
+    let listen = |kind: Serve| {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.set_nonblocking(true).expect("nonblocking");
+        let addr = l.local_addr().expect("addr");
+        let st = up.clone();
+        upstream_rt.spawn(async move {
+            let l = TcpListener::from_std(l).expect("listener");
+            serve(l, st, kind).await
+        });
+        addr
+    };
+    let upstream = listen(Serve::Upstream);
+    let sink = listen(Serve::Sink);
+    let black_hole = listen(Serve::BlackHole);
+
+    // The proxies.
+    let hooks = hooks_yaml(sink);
+    let start_posthook = |name: &str, hooks: &str| -> (Proc, SocketAddr, Duration) {
+        let addr = loopback(free_port());
+        let conf = dir.join(format!("{name}.yaml"));
+        std::fs::write(&conf, posthook_yaml(addr, upstream, hooks)).expect("config");
+        let t = Instant::now();
+        let mut p = Proc::spawn(
+            name,
+            Command::new(&bin)
+                .arg("-c")
+                .arg(&conf)
+                .env(
+                    "RUST_LOG",
+                    std::env::var("POSTHOOK_RUST_LOG").unwrap_or_else(|_| "info".into()),
+                )
+                .stdin(Stdio::null()),
+            false,
+            dir.join(format!("{name}.log")),
+        );
+        let took = p.wait_listening(addr, t);
+        (p, addr, took)
+    };
+    let (b, b_addr, b_start) = start_posthook("posthook-B", "");
+    let (c, c_addr, c_start) = start_posthook("posthook-C", &hooks);
+    let e_addr = loopback(free_port());
+    let t = Instant::now();
+    let mut e = Proc::spawn(
+        "bare-pingora",
+        Command::new(std::env::current_exe().expect("current exe"))
+            .arg("--serve-bare-proxy")
+            .arg(e_addr.to_string())
+            .arg(upstream.to_string())
+            .arg("1")
+            .stdin(Stdio::piped()),
+        false,
+        dir.join("bare.log"),
+    );
+    let e_start = e.wait_listening(e_addr, t);
+    let nginx_ports = NginxPorts {
+        direct: loopback(free_port()),
+        split: loopback(free_port()),
+        chain: loopback(free_port()),
+    };
+    let nginx = opts.nginx.as_ref().map(|path| {
+        let conf = dir.join("nginx.conf");
+        std::fs::write(
+            &conf,
+            nginx_conf(&dir, opts.nginx_workers, upstream, c_addr, &nginx_ports),
+        )
+        .expect("nginx.conf");
+        let t = Instant::now();
+        let mut p = Proc::spawn(
+            "nginx",
+            Command::new(path)
+                .arg("-p")
+                .arg(&dir)
+                .arg("-c")
+                .arg(&conf)
+                .arg("-e")
+                .arg(dir.join("nginx-error.log"))
+                .stdin(Stdio::null()),
+            true,
+            dir.join("nginx.log"),
+        );
+        p.wait_listening(nginx_ports.direct, t);
+        p.wait_listening(nginx_ports.split, t);
+        p.wait_listening(nginx_ports.chain, t);
+        // Workers appear right after the master binds.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while children_of(p.pid()).len() < opts.nginx_workers && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        p.extra = children_of(p.pid());
+        p
+    });
+    if nginx.is_none() {
+        eprintln!("nginx not found at /usr/sbin/nginx (or --no-nginx): scenario D and the split deployment are skipped");
+    }
+    let procs = Procs { b, c, e, nginx };
+    let idle_rss: Vec<(String, u64)> = vec![
+        (
+            "posthook B".into(),
+            proc_status_kib(procs.b.pid(), "VmRSS:"),
+        ),
+        (
+            "posthook C".into(),
+            proc_status_kib(procs.c.pid(), "VmRSS:"),
+        ),
+        (
+            "bare Pingora".into(),
+            proc_status_kib(procs.e.pid(), "VmRSS:"),
+        ),
+    ];
+    eprintln!(
+        "started: upstream {upstream}, sink {sink}, posthook B {b_addr} ({:.2} s), posthook C {c_addr} with {HOOKS} hooks ({:.2} s), bare {e_addr} ({:.2} s); binary {}",
+        b_start.as_secs_f64(),
+        c_start.as_secs_f64(),
+        e_start.as_secs_f64(),
+        bin.display()
+    );
+
+    // The scenarios.
+    let posts = posts_workload(10_000, false);
+    let gets = get_workload("/api/v4/users/me");
+    let ph = |p: &Proc| CpuGroup {
+        name: "posthook",
+        pids: vec![p.pid()],
+    };
+    let ngx = procs.nginx.as_ref().map(|n| CpuGroup {
+        name: "nginx",
+        pids: std::iter::once(n.pid())
+            .chain(n.extra.iter().copied())
+            .collect(),
+    });
+    let sc = |key, addr, workload: &Workload, cpu: Vec<CpuGroup>, fires| Scenario {
+        key,
+        group: key,
+        addr,
+        workload: workload.clone(),
+        split_pid: cpu
+            .iter()
+            .find(|g: &&CpuGroup| g.name == "posthook")
+            .and_then(|g| g.pids.first().copied()),
+        cpu,
+        fires,
+    };
+    let bare = CpuGroup {
+        name: "bare",
+        pids: vec![procs.e.pid()],
+    };
+    let mut main_scenarios = vec![
+        sc("A", upstream, &posts, vec![], false),
+        sc("B", b_addr, &posts, vec![ph(&procs.b)], false),
+        sc("C", c_addr, &posts, vec![ph(&procs.c)], true),
+    ];
+    if let Some(n) = &ngx {
+        main_scenarios.push(sc("D", nginx_ports.direct, &posts, vec![n.clone()], false));
+    }
+    main_scenarios.push(sc("E", e_addr, &posts, vec![bare], false));
+    let c10k = sc("C10k", c_addr, &posts, vec![ph(&procs.c)], true);
+    let mut split = vec![
+        sc("Gdirect", upstream, &gets, vec![], false),
+        sc("Gposthook", c_addr, &gets, vec![ph(&procs.c)], false),
+    ];
+    if let Some(n) = &ngx {
+        let both = vec![n.clone(), ph(&procs.c)];
+        split.push(sc(
+            "Gsplit",
+            nginx_ports.split,
+            &gets,
+            vec![n.clone()],
+            false,
+        ));
+        split.push(sc("Gchain", nginx_ports.chain, &gets, both.clone(), false));
+        split.push(sc("Psplit", nginx_ports.split, &posts, both, true));
+    }
+    let mut our_pids = vec![procs.b.pid(), procs.c.pid(), procs.e.pid()];
+    if let Some(n) = &ngx {
+        our_pids.extend(&n.pids);
+    }
+
+    let mut r = Runner {
+        rt,
+        up: up.clone(),
+        c_log: procs.c.log.clone(),
+        c_log_offset: 0,
+        aggs: Vec::new(),
+        per_round: (0..opts.rounds).map(|_| BTreeMap::new()).collect(),
+        our_pids,
+        repeats: 0,
+        noise_left: opts.noise_budget,
+        opts: opts.clone(),
+    };
+    for round in 0..opts.rounds {
+        for s in &main_scenarios {
+            r.phase(round, s, Mode::Closed, 0.0, opts.closed_measure);
+        }
+        for s in &main_scenarios {
+            r.phase(round, s, Mode::Open, opts.open_rate, opts.open_measure);
+        }
+        r.phase(round, &c10k, Mode::Open, opts.c10k_rate, opts.c10k_measure);
+        for s in &split {
+            let saved = r.opts.closed_warmup;
+            r.opts.closed_warmup = saved.min(Duration::from_millis(500));
+            r.phase(round, s, Mode::Closed, 0.0, opts.split_measure);
+            r.opts.closed_warmup = saved;
+        }
+    }
+    // How many matching posts/s can posthook carry within the delivery target? One pass.
+    for (i, &rate) in opts.sweep.iter().enumerate() {
+        let s = Scenario {
+            key: SWEEP_KEYS[i.min(SWEEP_KEYS.len() - 1)],
+            group: "sweep",
+            ..c10k.clone()
+        };
+        let saved = r.opts.open_warmup;
+        r.opts.open_warmup = Duration::from_millis(500).min(opts.sweep_measure / 2);
+        r.phase(0, &s, Mode::Open, rate, opts.sweep_measure);
+        r.opts.open_warmup = saved;
+    }
+
+    let hwm: Vec<(String, u64)> = vec![
+        (
+            "posthook B".into(),
+            proc_status_kib(procs.b.pid(), "VmHWM:"),
+        ),
+        (
+            "posthook C".into(),
+            proc_status_kib(procs.c.pid(), "VmHWM:"),
+        ),
+        (
+            "bare Pingora".into(),
+            proc_status_kib(procs.e.pid(), "VmHWM:"),
+        ),
+    ];
+    let nginx_hwm: Vec<u64> = procs
+        .nginx
+        .as_ref()
+        .map(|n| {
+            n.extra
+                .iter()
+                .map(|p| proc_status_kib(*p, "VmHWM:"))
+                .collect()
+        })
+        .unwrap_or_default();
+
+    // Dead sink: a fresh posthook whose every hook points at the black hole.
+    let dead = opts
+        .wants("dead")
+        .then(|| dead_sink_phase(&opts, &r.rt, &up, &start_posthook, black_hole));
+    let lookups = up.lookups.load(Ordering::Relaxed);
+    drop(procs);
+    let total = started.elapsed();
+
+    print_report(
+        &r,
+        &opts,
+        ReportExtra {
+            idle_rss,
+            hwm,
+            nginx_hwm,
+            starts: vec![
+                ("posthook B", b_start),
+                ("posthook C (10 000 hooks)", c_start),
+                ("bare Pingora", e_start),
+            ],
+            dead,
+            lookups,
+            sink_unreadable: up.sink_unreadable.load(Ordering::Relaxed),
+            upstream_bad: up.bad.load(Ordering::Relaxed),
+            total,
+            bin,
+        },
+    );
+    let rt = r.rt;
+    rt.shutdown_timeout(Duration::from_secs(1));
+    upstream_rt.shutdown_timeout(Duration::from_secs(1));
+    drop(tmp);
+}
+
+struct DeadResult {
+    rps: f64,
+    errors: u64,
+    /// (seconds since start, VmRSS KiB)
+    rss: Vec<(f64, u64)>,
+    hwm: u64,
+    idle: u64,
+    log: LogCounts,
+    created: u64,
+    held_conns: u64,
+    measure: f64,
+}
+
+fn dead_sink_phase(
+    opts: &Opts,
+    rt: &tokio::runtime::Runtime,
+    up: &Arc<Upstream>,
+    start_posthook: &dyn Fn(&str, &str) -> (Proc, SocketAddr, Duration),
+    black_hole: SocketAddr,
+) -> DeadResult {
+    let (p, addr, _) = start_posthook("posthook-dead", &hooks_yaml(black_hole));
+    let pid = p.pid();
+    let idle = proc_status_kib(pid, "VmRSS:");
+    clear_records(up);
+    // Every post matches, so the bounded queue fills within a second and stays full.
+    let wl = posts_workload(10_000, true);
+    let measure = opts.dead_measure;
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let sampler = {
+        let samples = samples.clone();
+        std::thread::spawn(move || {
+            let t0 = Instant::now();
+            while t0.elapsed() < measure + Duration::from_millis(300) {
+                samples
+                    .lock()
+                    .unwrap()
+                    .push((t0.elapsed().as_secs_f64(), proc_status_kib(pid, "VmRSS:")));
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        })
+    };
+    let res = rt.block_on(closed_loop(addr, &wl, opts.conns, Duration::ZERO, measure));
+    let _ = sampler.join();
+    let held_conns = up.blackhole_conns.load(Ordering::Relaxed);
+    let hwm = proc_status_kib(pid, "VmHWM:");
+    let mut offset = 0;
+    let log = read_log(&p.log, &mut offset);
+    let created = up.created.lock().unwrap().len() as u64;
+    clear_records(up);
+    drop(p);
+    let rss = samples.lock().unwrap().clone();
+    eprintln!(
+        "dead sink: {:.0} req/s, errors {}, RSS {} → {} MiB, peak {} MiB, queue drops {}",
+        res.ok as f64 / res.window,
+        res.error_count(),
+        mib(rss.first().map_or(0, |s| s.1)),
+        mib(rss.last().map_or(0, |s| s.1)),
+        mib(hwm),
+        log.queue_drops
+    );
+    DeadResult {
+        rps: res.ok as f64 / res.window,
+        errors: res.error_count(),
+        rss,
+        hwm,
+        idle,
+        log,
+        created,
+        held_conns,
+        measure: measure.as_secs_f64(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+// ---------------------------------------------------------------------------------------------
+
+struct ReportExtra {
+    idle_rss: Vec<(String, u64)>,
+    hwm: Vec<(String, u64)>,
+    nginx_hwm: Vec<u64>,
+    starts: Vec<(&'static str, Duration)>,
+    dead: Option<DeadResult>,
+    lookups: u64,
+    sink_unreadable: u64,
+    upstream_bad: u64,
+    total: Duration,
+    bin: PathBuf,
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok {
+        "**met**"
+    } else {
+        "**missed**"
+    }
+}
+
+fn print_report(r: &Runner, o: &Opts, x: ReportExtra) {
+    let tck = clock_ticks();
+    let mut out = String::new();
+    let w = &mut out;
+    let _ = writeln!(w, "# posthook load test — results\n");
+    if o.quick {
+        let _ = writeln!(w, "> **--quick run**: short phases, one round; numbers are a smoke test, not a measurement.\n");
+    }
+    let _ = writeln!(
+        w,
+        "## Machine\n\n| | |\n|---|---|\n{}| posthook binary | `{}` |\n| run took | {:.0} s |\n",
+        machine(),
+        x.bin.display(),
+        x.total.as_secs_f64()
+    );
+    let _ = writeln!(
+        w,
+        "Settings: {} rounds; closed loop {} keep-alive connections, {:.1} s warm-up + {:.1} s measured; open loop {:.0} req/s, {:.1} s + {:.1} s, {} connections; C10k {:.0} posts/s for {:.1} s; split group {:.1} s measured; load generator {} threads, upstream {} threads, nginx {} workers; posthook and the bare proxy `threads: 1`. Load generator, upstream stand-in, sink and proxy all share the same {} cores.\n",
+        o.rounds, o.conns, o.closed_warmup.as_secs_f64(), o.closed_measure.as_secs_f64(), o.open_rate, o.open_warmup.as_secs_f64(), o.open_measure.as_secs_f64(), o.open_conns, o.c10k_rate, o.c10k_measure.as_secs_f64(), o.split_measure.as_secs_f64(), o.loadgen_threads, o.upstream_threads, o.nginx_workers,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+
+    let _ = writeln!(
+        w,
+        "Other load: CPU used on the machine by processes that are not this bench's, during each kept phase (median, in cores). Phases with more than {MAX_FOREIGN:.2} cores of other load were repeated up to {MAX_RETRIES} times while the noise budget lasted: {} phases were repeated; {:.0} s of the budget were left.\n",
+        r.repeats,
+        r.noise_left.as_secs_f64()
+    );
+    let _ = writeln!(w, "Every table uses only the phases that ran on a quiet machine (other load ≤ {MAX_FOREIGN:.2} cores) when a scenario has any, else all of its phases; \"phases used\" says which. Ratios use only rounds in which both scenarios were quiet (else all rounds). Delivery counts (missing, duplicates) always cover every phase.\n");
+    let cpu_cell = |a: &Agg| -> String {
+        if a.cpu_ticks.is_empty() || a.requests == 0 {
+            return "–".into();
+        }
+        a.cpu_ticks
+            .iter()
+            .zip(&a.cpu_names)
+            .map(|(t, n)| format!("{n} {:.3}", *t as f64 / tck / a.requests as f64 * 1000.0))
+            .collect::<Vec<_>>()
+            .join(" + ")
+    };
+    let bench_cell = |a: &Agg| -> String {
+        if a.requests == 0 {
+            return "–".into();
+        }
+        let per = |t: u64| t as f64 / tck / a.requests as f64 * 1e6;
+        format!(
+            "{:.0} / {:.0} | {:.2} ({}/{})",
+            per(a.loadgen_ticks),
+            per(a.upstream_ticks),
+            median(&a.foreign),
+            a.phases_used,
+            a.phases_total
+        )
+    };
+    let lat_cells = |a: &Agg| -> String {
+        let s = sorted(&a.lat);
+        format!(
+            "{} | {} | {} | {} | {}",
+            us(pct(&s, 0.5)),
+            us(pct(&s, 0.9)),
+            us(pct(&s, 0.99)),
+            us(pct(&s, 0.999)),
+            us(s.last().copied().unwrap_or(0))
+        )
+    };
+    let errors_cell = |a: &Agg| -> String {
+        if a.error_count() == 0 {
+            "0".into()
+        } else {
+            let kinds: Vec<String> = a.errors.iter().map(|(k, v)| format!("{v}× {k}")).collect();
+            format!("**{}** ({})", a.error_count(), kinds.join(", "))
+        }
+    };
+    let scenario_rows: &[(&str, &str)] = &[
+        ("A", "direct to the upstream"),
+        ("B", "posthook, no hooks"),
+        (
+            "C",
+            "posthook, 10 000 hooks, 10% of posts match (deliveries + replies on)",
+        ),
+        ("D", "nginx proxy_pass, keep-alive"),
+        ("E", "bare Pingora proxy (framework floor)"),
+    ];
+
+    let _ = writeln!(
+        w,
+        "## Closed loop: maximum throughput (`POST /api/v4/posts`, {} connections)\n",
+        o.conns
+    );
+    let _ = writeln!(w, "req/s: median of the rounds [min–max]. Latency in µs over all rounds' samples. CPU: the proxy process's user+system CPU seconds per 1 000 requests (0.050 s/1000 = 50 µs of CPU per request), warm-up included. Bench CPU: µs per request of the load generator / the upstream stand-in.\n");
+    let _ = writeln!(w, "| | scenario | req/s | p50 | p90 | p99 | p99.9 | max | errors | CPU s/1000 req | bench CPU µs/req (loadgen / upstream) | other load, cores (phases used) |\n|---|---|---:|---:|---:|---:|---:|---:|---|---|---|---:|");
+    for (key, what) in scenario_rows {
+        if let Some(a) = &r.find(key, Mode::Closed) {
+            let (lo, hi) = min_max(&a.rates);
+            let _ = writeln!(
+                w,
+                "| {key} | {what} | {:.0} [{lo:.0}–{hi:.0}] | {} | {} | {} | {} |",
+                median(&a.rates),
+                lat_cells(a),
+                errors_cell(a),
+                cpu_cell(a),
+                bench_cell(a)
+            );
+        }
+    }
+
+    // Ratios per round (the rounds alternate, so each ratio compares neighbours in time).
+    let ratio = |num: &str, den: &str| -> Option<(f64, f64, f64)> {
+        let v: Vec<f64> = r
+            .per_round
+            .iter()
+            .filter_map(|m| {
+                let a = m.get(&(num.to_string(), false))?;
+                let b = m.get(&(den.to_string(), false))?;
+                (a.1 <= MAX_FOREIGN && b.1 <= MAX_FOREIGN).then_some(a.0 / b.0)
+            })
+            .collect();
+        // With no quiet round for the pair, every round counts.
+        let v = if v.is_empty() {
+            r.per_round
+                .iter()
+                .filter_map(|m| {
+                    let a = m.get(&(num.to_string(), false))?;
+                    let b = m.get(&(den.to_string(), false))?;
+                    Some(a.0 / b.0)
+                })
+                .collect()
+        } else {
+            v
+        };
+        if v.is_empty() {
+            return None;
+        }
+        let (lo, hi) = min_max(&v);
+        Some((median(&v), lo, hi))
+    };
+    let _ = writeln!(w, "\n### Ratios (closed-loop req/s; median of per-round ratios [min–max])\n\n| ratio | value | target | |\n|---|---:|---|---|");
+    for (num, den, target) in [
+        ("B", "A", None),
+        ("B", "D", Some(1.0)),
+        ("B", "E", Some(0.95)),
+        ("C", "B", Some(0.95)),
+    ] {
+        if let Some((m, lo, hi)) = ratio(num, den) {
+            let (t, verdict) = match target {
+                Some(t) if num == "B" && den == "D" => (format!("≥ {t:.2} (stretch)"), met(m >= t)),
+                Some(t) => (format!("≥ {t:.2}"), met(m >= t)),
+                None => ("–".into(), ""),
+            };
+            let _ = writeln!(
+                w,
+                "| {num}/{den} | {m:.3} [{lo:.3}–{hi:.3}] | {t} | {verdict} |"
+            );
+        }
+    }
+
+    // posthook's CPU by thread.
+    let mut rows = String::new();
+    for (key, mode, name) in [
+        ("B", Mode::Closed, "B closed loop"),
+        ("C", Mode::Closed, "C closed loop"),
+        ("C", Mode::Open, "C open loop"),
+        ("C10k", Mode::Open, "C open loop, 1 000 matching/s"),
+        ("Gposthook", Mode::Closed, "GET through posthook"),
+    ] {
+        let Some(a) = r.find(key, mode) else { continue };
+        let a = &a;
+        if a.threads.is_empty() || a.requests == 0 {
+            continue;
+        }
+        let per = |t: u64| t as f64 / tck / a.requests as f64 * 1e6;
+        let get = |k: &str| a.threads.get(k).copied().unwrap_or(0);
+        let _ = writeln!(
+            rows,
+            "| {name} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            per(get("proxy (Pingora service)")),
+            per(get("webhook dispatcher")),
+            per(get("other threads")),
+            per(a.threads.values().sum())
+        );
+    }
+    if !rows.is_empty() {
+        let _ = writeln!(w, "\n### posthook's CPU by thread (µs per request)\n\nThe proxy runs on Pingora's service thread (`threads: 1`); look-ups, webhook calls and replies on the dispatcher's own runtime thread. In C one post in ten matches, so the dispatcher's cost per matching post is ten times its per-request figure.\n\n| phase | proxy thread | dispatcher thread | other threads | total |\n|---|---:|---:|---:|---:|\n{rows}");
+    }
+
+    let _ = writeln!(
+        w,
+        "\n## Open loop at {:.0} req/s: latency from the intended send time\n",
+        o.open_rate
+    );
+    let _ = writeln!(w, "Coordinated omission is corrected: each request's latency counts from when the schedule said to send it, so a stall is charged to every request due during it. The pacer's own lateness (included in these numbers) is shown separately.\n");
+    let _ = writeln!(w, "| | scenario | achieved req/s | p50 | p90 | p99 | p99.9 | max | errors | CPU s/1000 req | pacer lag p50 / p99 µs | other load, cores (phases used) |\n|---|---|---:|---:|---:|---:|---:|---:|---|---|---|---:|");
+    for (key, what) in scenario_rows {
+        if let Some(a) = &r.find(key, Mode::Open) {
+            let lag = sorted(&a.pacer_lag);
+            let _ = writeln!(
+                w,
+                "| {key} | {what} | {:.0} | {} | {} | {} | {} |",
+                median(&a.rates),
+                lat_cells(a),
+                errors_cell(a),
+                cpu_cell(a),
+                format_args!(
+                    "{} / {} | {:.2} ({}/{})",
+                    us(pct(&lag, 0.5)),
+                    us(pct(&lag, 0.99)),
+                    median(&a.foreign),
+                    a.phases_used,
+                    a.phases_total
+                )
+            );
+        }
+    }
+    if let (Some(a), Some(b)) = (&r.find("A", Mode::Open), &r.find("B", Mode::Open)) {
+        let (sa, sb) = (sorted(&a.lat), sorted(&b.lat));
+        let _ = writeln!(
+            w,
+            "\nposthook (B) adds {:.0} µs at p50 and {:.0} µs at p99 over the direct path (A) at {:.0} req/s.",
+            (pct(&sb, 0.5) as f64 - pct(&sa, 0.5) as f64) / 1000.0,
+            (pct(&sb, 0.99) as f64 - pct(&sa, 0.99) as f64) / 1000.0,
+            o.open_rate
+        );
+    }
+
+    // Deliveries.
+    let _ = writeln!(w, "\n## Webhook deliveries and replies (posthook C)\n");
+    let _ = writeln!(w, "Delivery latency: the upstream wrote the 201 → the sink has read the webhook request. Reply latency: the sink wrote its answer → the upstream has read posthook's reply post. Every matching post must reach the sink exactly once and produce one reply; \"missing\" is expected − delivered after draining. Log counts are posthook's own outcome lines.\n");
+    let _ = writeln!(w, "| phase | posts/s | matching posts | delivered | missing | duplicates | replies | delivery p50 / p90 / p99 / max µs | reply p50 / p99 µs | posthook log: delivered / failed / queue drops / replies posted / reply failed | drain |\n|---|---:|---:|---:|---:|---:|---:|---|---|---|---:|");
+    let mut c10k_p99 = None;
+    for (key, mode, name) in [
+        ("C", Mode::Closed, "C closed loop (max rate)"),
+        ("C", Mode::Open, "C open loop"),
+        ("C10k", Mode::Open, "C open loop, 1 000 matching posts/s"),
+        (
+            "Psplit",
+            Mode::Closed,
+            "nginx split → posthook, closed loop",
+        ),
+    ] {
+        let Some(a) = r.find(key, mode) else { continue };
+        let a = &a;
+        let (Some(d), Some(all)) = (&a.deliveries, &a.all_deliveries) else {
+            continue;
+        };
+        let (dl, rl) = (sorted(&d.delivery_lat), sorted(&d.reply_lat));
+        if key == "C10k" {
+            c10k_p99 = Some((
+                pct(&dl, 0.99),
+                median(&a.rates),
+                all.missing() + all.duplicates + all.unknown,
+                a.error_count(),
+            ));
+        }
+        let lost = all.missing() + all.unknown;
+        let missing = if lost > 0 {
+            format!("**{lost}**")
+        } else {
+            "0".into()
+        };
+        let _ = writeln!(
+            w,
+            "| {name} | {:.0} | {} | {} | {missing} | {} | {} | {} / {} / {} / {} | {} / {} | {} / {} / {} / {} / {} | {:.2} s |",
+            median(&a.rates),
+            all.expected,
+            all.delivered,
+            all.duplicates,
+            all.replied,
+            us(pct(&dl, 0.5)),
+            us(pct(&dl, 0.9)),
+            us(pct(&dl, 0.99)),
+            us(dl.last().copied().unwrap_or(0)),
+            us(pct(&rl, 0.5)),
+            us(pct(&rl, 0.99)),
+            all.log.delivered,
+            all.log.delivery_failed,
+            all.log.queue_drops,
+            all.log.replies_posted,
+            all.log.reply_failed,
+            all.drain.as_secs_f64()
+        );
+    }
+    let _ = writeln!(w, "\nUpstream look-ups (channels/teams/users, all phases): {} — posthook caches them. Unreadable webhook payloads: {}. Rejected post bodies at the upstream: {}.", x.lookups, x.sink_unreadable, x.upstream_bad);
+
+    // Capacity sweep.
+    let mut best = None;
+    let mut best_both = None;
+    let mut rows = String::new();
+    for (i, rate) in o.sweep.iter().enumerate() {
+        let Some(a) = r.find(SWEEP_KEYS[i.min(SWEEP_KEYS.len() - 1)], Mode::Open) else {
+            continue;
+        };
+        let a = &a;
+        let d = a.deliveries.as_ref();
+        let dl = sorted(d.map_or(&[][..], |d| &d.delivery_lat));
+        let lat = sorted(&a.lat);
+        let missing = a
+            .all_deliveries
+            .as_ref()
+            .map_or(0, |d| d.missing() + d.unknown + d.duplicates);
+        let clean = missing == 0 && a.error_count() == 0;
+        if pct(&dl, 0.99) <= 10_000_000 && clean {
+            best = Some(*rate);
+        }
+        if pct(&dl, 0.99) <= 10_000_000 && pct(&lat, 0.99) <= 10_000_000 && clean {
+            best_both = Some(*rate);
+        }
+        let _ = writeln!(
+            rows,
+            "| {rate:.0} | {:.0} | {:.0} | {} / {} / {} | {} / {} / {} | {missing} | {} | {} | {:.2} |",
+            rate / MATCH_EVERY as f64,
+            median(&a.rates),
+            us(pct(&lat, 0.5)),
+            us(pct(&lat, 0.99)),
+            us(lat.last().copied().unwrap_or(0)),
+            us(pct(&dl, 0.5)),
+            us(pct(&dl, 0.99)),
+            us(dl.last().copied().unwrap_or(0)),
+            errors_cell(a),
+            cpu_cell(a),
+            median(&a.foreign)
+        );
+    }
+    if !rows.is_empty() {
+        let _ = writeln!(
+            w,
+            "\n### Capacity: posthook C, open loop, one pass per rate ({:.1} s each)\n",
+            o.sweep_measure.as_secs_f64()
+        );
+        let _ = writeln!(w, "| posts/s offered | matching/s | achieved | request p50 / p99 / max µs | delivery p50 / p99 / max µs | missing | errors | CPU s/1000 req | other load |\n|---:|---:|---:|---|---|---:|---|---|---:|\n{rows}");
+        match best {
+            Some(b) => {
+                let _ = writeln!(w, "Highest rate with delivery p99 ≤ 10 ms, nothing missing and no errors: **{b:.0} posts/s = {:.0} matching posts/s**.", b / MATCH_EVERY as f64);
+            }
+            None => {
+                let _ = writeln!(
+                    w,
+                    "No rate met delivery p99 ≤ 10 ms with nothing missing and no errors."
+                );
+            }
+        }
+        if let Some(b) = best_both {
+            let _ = writeln!(w, "Highest rate where the posts' own request p99 also stays ≤ 10 ms: **{b:.0} posts/s = {:.0} matching posts/s**.", b / MATCH_EVERY as f64);
+        }
+    }
+
+    // Split deployment.
+    let split_rows: &[(&str, &str)] = &[
+        ("Gdirect", "GET /api/v4/users/me direct to the upstream"),
+        (
+            "Gsplit",
+            "GET through nginx, split deployment (nginx → upstream)",
+        ),
+        ("Gposthook", "GET through posthook alone"),
+        (
+            "Gchain",
+            "GET through nginx → posthook (everything through posthook)",
+        ),
+        (
+            "Psplit",
+            "POST /api/v4/posts through nginx split → posthook (10% match)",
+        ),
+    ];
+    if r.find("Gdirect", Mode::Closed).is_some() {
+        let _ = writeln!(w, "\n## Split deployment (issue item 5): nginx sends only `POST /api/v4/posts` to posthook\n");
+        let _ = writeln!(w, "| | path | req/s | p50 | p90 | p99 | p99.9 | max | errors | CPU s/1000 req | bench CPU µs/req (loadgen / upstream) | other load, cores (phases used) |\n|---|---|---:|---:|---:|---:|---:|---:|---|---|---|---:|");
+        for (key, what) in split_rows {
+            if let Some(a) = &r.find(key, Mode::Closed) {
+                let (lo, hi) = min_max(&a.rates);
+                let _ = writeln!(
+                    w,
+                    "| {key} | {what} | {:.0} [{lo:.0}–{hi:.0}] | {} | {} | {} | {} |",
+                    median(&a.rates),
+                    lat_cells(a),
+                    errors_cell(a),
+                    cpu_cell(a),
+                    bench_cell(a)
+                );
+            }
+        }
+        if let (Some(s), Some(c)) = (ratio("Gsplit", "Gchain"), ratio("Gposthook", "Gdirect")) {
+            let _ = writeln!(w, "\nGET through the split ÷ through the chain: {:.2} [{:.2}–{:.2}]; GET through posthook alone ÷ direct: {:.2}.", s.0, s.1, s.2, c.0);
+        }
+    }
+
+    // Memory.
+    let _ = writeln!(w, "\n## Memory and start-up\n\n| process | RSS after start | peak RSS (VmHWM) over the run | start-up until listening |\n|---|---:|---:|---:|");
+    for ((name, idle), (_, hwm)) in x.idle_rss.iter().zip(&x.hwm) {
+        let start = x
+            .starts
+            .iter()
+            .find(|(n, _)| n.starts_with(name.as_str()))
+            .map_or("–".to_string(), |(_, d)| {
+                format!("{:.2} s", d.as_secs_f64())
+            });
+        let _ = writeln!(
+            w,
+            "| {name} | {} MiB | {} MiB | {start} |",
+            mib(*idle),
+            mib(*hwm)
+        );
+    }
+    if !x.nginx_hwm.is_empty() {
+        let hw: Vec<String> = x.nginx_hwm.iter().map(|k| mib(*k)).collect();
+        let _ = writeln!(w, "| nginx workers | | {} MiB | |", hw.join(" + "));
+    }
+    let c_hwm = x
+        .hwm
+        .iter()
+        .find(|(n, _)| n == "posthook C")
+        .map_or(0, |(_, k)| *k);
+    if let Some(d) = &x.dead {
+        let _ = writeln!(
+            w,
+            "\n### Dead sink: every hook aimed at an endpoint that accepts and never answers\n"
+        );
+        let _ = writeln!(w, "A fresh posthook with the same 10 000 hooks and shipped limits (queue 10 000, 64 jobs, 256 deliveries, 30 s timeout); closed loop, **every** post matching so the queue fills at once. {:.0} req/s for {:.0} s, {} client errors; {} matching posts created; {} connections held by the black hole at the end.\n", d.rps, d.measure, d.errors, d.created, d.held_conns);
+        let _ = writeln!(w, "| t (s) | VmRSS (MiB) |\n|---:|---:|");
+        let step = (d.rss.len() / 10).max(1);
+        for (t, k) in d.rss.iter().step_by(step) {
+            let _ = writeln!(w, "| {t:.1} | {} |", mib(*k));
+        }
+        if let Some((t, k)) = d.rss.last() {
+            let _ = writeln!(w, "| {t:.1} | {} |", mib(*k));
+        }
+        let _ = writeln!(w, "\nRSS after start {} MiB, peak {} MiB. posthook log: {} queue drops, {} deliveries failed, {} other warnings.", mib(d.idle), mib(d.hwm), d.log.queue_drops, d.log.delivery_failed, d.log.other_warn);
+    }
+
+    // Targets.
+    let _ = writeln!(w, "\n## Targets\n\n| target | measured | |\n|---|---|---|");
+    if let Some((m, _, _)) = ratio("B", "E") {
+        let _ = writeln!(
+            w,
+            "| B/E ≥ 0.95 (posthook vs bare Pingora) | {m:.3} | {} |",
+            met(m >= 0.95)
+        );
+    }
+    if let Some((m, _, _)) = ratio("C", "B") {
+        let _ = writeln!(
+            w,
+            "| C/B ≥ 0.95 (10 000 hooks, 10% firing vs none) | {m:.3} | {} |",
+            met(m >= 0.95)
+        );
+    }
+    let _ = writeln!(
+        w,
+        "| matching ≤ 300 ns/post, flat 1..100k hooks | see `cargo bench --bench micro` | |"
+    );
+    if let Some((p99, rate, missing, errors)) = c10k_p99 {
+        let ok = p99 <= 10_000_000 && missing == 0 && errors == 0;
+        let _ = writeln!(w, "| delivery p99 ≤ 10 ms at 1 000 matching posts/s (open loop, {rate:.0} posts/s) | {} ms, {missing} missing, {errors} errors | {} |", us(p99).parse::<f64>().map_or("?".into(), |v| format!("{:.2}", v / 1000.0)), met(ok));
+    }
+    if c_hwm > 0 {
+        let _ = writeln!(
+            w,
+            "| posthook RSS ≤ 64 MiB with 10 000 hooks (peak over the whole run) | {} MiB | {} |",
+            mib(c_hwm),
+            met(c_hwm <= 64 * 1024)
+        );
+    }
+    if let Some(d) = &x.dead {
+        let half: Vec<u64> = d
+            .rss
+            .iter()
+            .filter(|(t, _)| *t >= d.measure / 2.0)
+            .map(|(_, k)| *k)
+            .collect();
+        let (first, last) = (
+            half.first().copied().unwrap_or(0),
+            half.last().copied().unwrap_or(0),
+        );
+        let growth = last.saturating_sub(first);
+        let ok = d.hwm <= 64 * 1024 && growth <= 4 * 1024 && d.log.queue_drops > 0;
+        let _ = writeln!(w, "| RSS bounded with a dead sink | peak {} MiB; second half {} → {} MiB; queue full and dropping ({} drops) | {} |", mib(d.hwm), mib(first), mib(last), d.log.queue_drops, met(ok));
+    }
+    if let Some((m, _, _)) = ratio("B", "D") {
+        let _ = writeln!(
+            w,
+            "| stretch: B/D ≥ 1.0 (posthook vs nginx) | {m:.3} | {} |",
+            met(m >= 1.0)
+        );
+    }
+
+    // Drift.
+    let _ = writeln!(w, "\n## Per round (closed-loop req/s), for drift\n\n`*`: the phase ran under more than {MAX_FOREIGN:.2} cores of other load (not used when a quiet phase exists).\n");
+    let keys: Vec<&str> = ["A", "B", "C", "D", "E"]
+        .into_iter()
+        .filter(|k| r.find(k, Mode::Closed).is_some())
+        .collect();
+    let _ = writeln!(
+        w,
+        "| round | {} |\n|---|{}",
+        keys.join(" | "),
+        "---:|".repeat(keys.len())
+    );
+    for (i, m) in r.per_round.iter().enumerate() {
+        let cells: Vec<String> = keys
+            .iter()
+            .map(|k| {
+                m.get(&(k.to_string(), false)).map_or("–".into(), |v| {
+                    let mark = if v.1 > MAX_FOREIGN { "*" } else { "" };
+                    format!("{:.0}{mark}", v.0)
+                })
+            })
+            .collect();
+        let _ = writeln!(w, "| {} | {} |", i + 1, cells.join(" | "));
+    }
+    print!("{out}");
+}
