@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use log::debug;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::HttpModules;
 use pingora::prelude::HttpPeer;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -290,28 +291,61 @@ fn first_value<'de, T: Deserialize<'de>>(body: &'de [u8]) -> serde_json::Result<
     T::deserialize(&mut de)
 }
 
-/// Appends the client address to `X-Forwarded-For` and sets `X-Forwarded-Proto` when absent,
-/// as nginx's recommended Mattermost config does (`$proxy_add_x_forwarded_for`, `$scheme`);
-/// an `X-Forwarded-Proto` set by a front proxy (nginx terminating TLS) is kept.
+/// `X-Forwarded-For`, as a constant so look-ups skip parsing the name.
+static X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+
+/// Appends the client address to `X-Forwarded-For`, as nginx's recommended Mattermost config
+/// does (`$proxy_add_x_forwarded_for`), so that Mattermost sees the user's address.
+///
+/// `X-Forwarded-Proto` passes as the client or a front proxy sent it and is never added:
+/// Mattermost only asks whether it says `https` (else it looks at its own TLS), so an added
+/// `http` would change bytes and nothing else.
+///
+/// This runs for every proxied request, so it builds the value in one buffer that becomes the
+/// header value without a copy, and formats IPv4 addresses by hand (`Display` for
+/// `Ipv4Addr` cost more than everything else here together; see BENCHMARKS.md).
 pub fn add_forwarded_headers(req: &mut RequestHeader, client: Option<&PingoraAddr>) -> Result<()> {
     if let Some(ip) = client.and_then(|a| a.as_inet()).map(|a| a.ip()) {
+        let mut value = BytesMut::with_capacity(64);
         // Every earlier line of the chain is kept, joined as nginx joins them.
-        let mut value = String::new();
-        for prev in req.headers.get_all("x-forwarded-for") {
-            let prev = String::from_utf8_lossy(prev.as_bytes());
-            let prev = prev.trim();
+        for prev in req.headers.get_all(&X_FORWARDED_FOR) {
+            let prev = prev.as_bytes().trim_ascii();
             if !prev.is_empty() {
-                value.push_str(prev);
-                value.push_str(", ");
+                value.extend_from_slice(prev);
+                value.extend_from_slice(b", ");
             }
         }
-        value.push_str(&ip.to_string());
+        push_ip(&mut value, ip);
+        let value = http::HeaderValue::from_maybe_shared(value.freeze())
+            .map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "X-Forwarded-For"))?;
         req.insert_header("X-Forwarded-For", value)?;
     }
-    if !req.headers.contains_key("x-forwarded-proto") {
-        req.insert_header("X-Forwarded-Proto", "http")?;
-    }
     Ok(())
+}
+
+/// Writes `ip` as `Display` does (IPv6 without brackets).
+fn push_ip(out: &mut BytesMut, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(b".");
+                }
+                if octet >= 100 {
+                    out.extend_from_slice(&[b'0' + octet / 100]);
+                }
+                if octet >= 10 {
+                    out.extend_from_slice(&[b'0' + octet / 10 % 10]);
+                }
+                out.extend_from_slice(&[b'0' + octet % 10]);
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            use std::fmt::Write;
+            // Writing to a BytesMut cannot fail.
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 /// The body of the 502 clients get when Mattermost cannot be reached: an AppError, because
@@ -338,8 +372,21 @@ impl ProxyHttp for Proxy {
         Ctx::default()
     }
 
-    /// Marks post creation for observation; nothing else is looked at.
+    /// No downstream modules. Pingora's default adds its response-compression module switched
+    /// off, which posthook never switches on (bodies pass as Mattermost wrote them); skipping it
+    /// saves its per-request context and filter calls (measured in BENCHMARKS.md).
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
+
+    /// Adds `X-Forwarded-For` and marks post creation for observation.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        // Added here rather than in `upstream_request_filter`: Pingora sends upstream a copy of
+        // this header, made with exactly as much room as it has headers, so adding one to the
+        // copy would grow both of its maps; this one was parsed with room to spare. A failure
+        // only loses the header.
+        let client = session.client_addr().cloned();
+        if let Err(e) = add_forwarded_headers(session.req_header_mut(), client.as_ref()) {
+            debug!("could not add X-Forwarded-For: {e}");
+        }
         // A websocket lives as long as the user's tab: it must not hold up a shutdown.
         if !session.is_upgrade_req() {
             self.in_flight.fetch_add(1, Ordering::SeqCst);
@@ -363,19 +410,6 @@ impl ProxyHttp for Proxy {
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         Ok(Box::new(self.peer.clone()))
-    }
-
-    /// Adds the forwarding headers; a failure here only loses those headers.
-    async fn upstream_request_filter(
-        &self,
-        session: &mut Session,
-        upstream_request: &mut RequestHeader,
-        _ctx: &mut Ctx,
-    ) -> Result<()> {
-        if let Err(e) = add_forwarded_headers(upstream_request, session.client_addr()) {
-            debug!("could not add forwarding headers: {e}");
-        }
-        Ok(())
     }
 
     /// Copies the post-creation body as it streams; the chunk itself is never touched.
@@ -532,4 +566,28 @@ async fn write_json_error(session: &mut Session, code: u16, body: Bytes) -> Resu
         .as_downstream_mut()
         .write_error_response(resp, body)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        let mut ips: Vec<IpAddr> = Vec::new();
+        for a in [0u8, 1, 9, 10, 42, 99, 100, 101, 199, 200, 255] {
+            for b in [0u8, 7, 10, 100, 255] {
+                ips.push(IpAddr::V4(Ipv4Addr::new(a, b, 255 - a, b / 2)));
+            }
+        }
+        ips.push(IpAddr::V6(Ipv6Addr::LOCALHOST));
+        ips.push(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)));
+        ips.push(IpAddr::V6(Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped()));
+        for ip in ips {
+            let mut out = BytesMut::new();
+            push_ip(&mut out, ip);
+            assert_eq!(&out[..], ip.to_string().as_bytes(), "{ip}");
+        }
+    }
 }
