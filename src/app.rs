@@ -122,6 +122,7 @@ pub fn build(config: &Config, options: Options) -> Result<(Server, Handle), Buil
         config.limits.lookup_timeout,
         config.limits.lookup_cache_ttl,
         config.limits.lookup_cache_max_entries,
+        config.limits.max_idle_connections_per_host,
         stats.clone(),
     )
     .map_err(|e| BuildError::Client(e.to_string()))?;

@@ -80,6 +80,7 @@ pub mod file {
         pub queue_capacity: Option<Spanned<u64>>,
         pub max_concurrent_jobs: Option<Spanned<u64>>,
         pub max_concurrent_deliveries: Option<Spanned<u64>>,
+        pub max_idle_connections_per_host: Option<Spanned<u64>>,
         pub lookup_cache_ttl_seconds: Option<Spanned<u64>>,
         pub lookup_cache_max_entries: Option<Spanned<u64>>,
         pub lookup_timeout_seconds: Option<Spanned<u64>>,
@@ -197,6 +198,9 @@ pub struct Limits {
     pub queue_capacity: usize,
     pub max_concurrent_jobs: usize,
     pub max_concurrent_deliveries: usize,
+    /// Idle keep-alive connections kept per webhook host, and to Mattermost for look-ups and
+    /// replies: at least the usual concurrency, so that connections are reused, not churned.
+    pub max_idle_connections_per_host: usize,
     pub lookup_cache_ttl: Duration,
     pub lookup_cache_max_entries: u64,
     pub lookup_timeout: Duration,
@@ -253,6 +257,7 @@ pub mod defaults {
     pub const QUEUE_CAPACITY: u64 = 10_000;
     pub const MAX_CONCURRENT_JOBS: u64 = 64;
     pub const MAX_CONCURRENT_DELIVERIES: u64 = 256;
+    pub const MAX_IDLE_CONNECTIONS_PER_HOST: u64 = 256;
     pub const LOOKUP_CACHE_TTL_SECS: u64 = 60;
     pub const LOOKUP_CACHE_MAX_ENTRIES: u64 = 10_000;
     pub const LOOKUP_TIMEOUT_SECS: u64 = 10;
@@ -622,6 +627,13 @@ impl Validator<'_> {
                 "limits.max_concurrent_deliveries",
                 defaults::MAX_CONCURRENT_DELIVERIES,
                 1,
+                100_000,
+            )? as usize,
+            max_idle_connections_per_host: self.number(
+                &l.max_idle_connections_per_host,
+                "limits.max_idle_connections_per_host",
+                defaults::MAX_IDLE_CONNECTIONS_PER_HOST,
+                0,
                 100_000,
             )? as usize,
             lookup_cache_ttl: Duration::from_secs(self.number(

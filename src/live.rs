@@ -36,6 +36,7 @@ impl Live {
                 AddressPolicy::new(&config.settings.allowed_untrusted_internal_connections),
                 resolver,
                 config.settings.outgoing_integration_requests_timeout,
+                config.limits.max_idle_connections_per_host,
             )?,
             reply: ReplySettings {
                 enable_post_username_override: config.settings.enable_post_username_override,

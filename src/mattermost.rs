@@ -12,9 +12,11 @@ use std::time::Duration;
 
 use log::warn;
 use moka::future::Cache;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::poster::REPLY_PATH;
 use crate::stats::Stats;
 
 /// A channel, as far as webhooks need it.
@@ -84,6 +86,8 @@ pub struct MattermostClient {
 struct Inner {
     http: reqwest::Client,
     base_url: String,
+    /// `POST /api/v4/posts?set_online=false`, parsed once: replies are the hot path.
+    create_post_url: reqwest::Url,
     auth: String,
     stats: Arc<Stats>,
     channels: Cache<String, Arc<Channel>>,
@@ -93,13 +97,15 @@ struct Inner {
 }
 
 impl MattermostClient {
-    /// A client for `base_url` (no trailing slash) authenticating with `bot_token`.
+    /// A client for `base_url` (no trailing slash) authenticating with `bot_token`, keeping
+    /// at most `max_idle` idle connections to Mattermost.
     pub fn new(
         base_url: &str,
         bot_token: &str,
         timeout: Duration,
         cache_ttl: Duration,
         cache_max_entries: u64,
+        max_idle: usize,
         stats: Arc<Stats>,
     ) -> Result<MattermostClient, ApiError> {
         crate::webhook::init_tls();
@@ -108,7 +114,7 @@ impl MattermostClient {
             .no_proxy()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .pool_max_idle_per_host(16)
+            .pool_max_idle_per_host(max_idle)
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ApiError::Transport(e.to_string()))?;
@@ -118,10 +124,13 @@ impl MattermostClient {
         {
             Cache::builder().max_capacity(max).time_to_live(ttl).build()
         }
+        let create_post_url = reqwest::Url::parse(&format!("{base_url}{REPLY_PATH}"))
+            .map_err(|e| ApiError::Transport(format!("bad Mattermost URL: {e}")))?;
         Ok(MattermostClient {
             inner: Arc::new(Inner {
                 http,
                 base_url: base_url.to_string(),
+                create_post_url,
                 auth: format!("Bearer {bot_token}"),
                 stats,
                 channels: cache(cache_ttl, cache_max_entries),
@@ -178,9 +187,11 @@ impl MattermostClient {
             several => {
                 Stats::inc(&self.inner.stats.lookup_requests);
                 let body = serde_json::Value::from(several.to_vec());
-                match self.post_json("/api/v4/users/ids", &body).await {
-                    Ok(list) => {
-                        let users: Vec<User> = serde_json::from_value(list).unwrap_or_default();
+                match self
+                    .post_json::<Vec<User>>("/api/v4/users/ids", &body)
+                    .await
+                {
+                    Ok(users) => {
                         for u in users {
                             found.insert(u.id.clone(), u.username.clone());
                             self.inner.users.insert(u.id.clone(), Arc::new(u)).await;
@@ -289,16 +300,33 @@ impl MattermostClient {
     }
 
     /// `POST path` with a JSON body; returns the decoded JSON answer.
-    pub async fn post_json(
+    pub async fn post_json<T: DeserializeOwned>(
         &self,
         path_and_query: &str,
         body: &serde_json::Value,
-    ) -> Result<serde_json::Value, ApiError> {
+    ) -> Result<T, ApiError> {
+        let url = format!("{}{path_and_query}", self.inner.base_url);
+        self.send_json(self.inner.http.post(url), body).await
+    }
+
+    /// Creates a post (`POST /api/v4/posts?set_online=false`, so that the bot does not show
+    /// as online); `T` is what of the created post the caller wants (`IgnoredAny`: nothing,
+    /// but it must be JSON).
+    pub async fn create_post<T: DeserializeOwned>(
+        &self,
+        body: &serde_json::Value,
+    ) -> Result<T, ApiError> {
+        let url = self.inner.create_post_url.clone();
+        self.send_json(self.inner.http.post(url), body).await
+    }
+
+    async fn send_json<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        body: &serde_json::Value,
+    ) -> Result<T, ApiError> {
         let bytes = serde_json::to_vec(body).map_err(|e| ApiError::Decode(e.to_string()))?;
-        let response = self
-            .inner
-            .http
-            .post(format!("{}{path_and_query}", self.inner.base_url))
+        let response = request
             .header(http::header::AUTHORIZATION, &self.inner.auth)
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::ACCEPT, "application/json")

@@ -144,7 +144,7 @@ impl Inner {
         };
         let total = parts.len();
         for (i, part) in parts.iter().enumerate() {
-            if let Err(e) = self.mm.post_json(REPLY_PATH, part).await {
+            if let Err(e) = self.mm.create_post::<serde::de::IgnoredAny>(part).await {
                 Stats::inc(&self.stats.replies_failed);
                 warn!(
                     "reply {fields} part={}/{total} outcome=failed error={:?}",

@@ -354,11 +354,13 @@ pub struct WebhookClient {
 }
 
 impl WebhookClient {
-    /// A client with the given SSRF policy, resolver and whole-request timeout.
+    /// A client with the given SSRF policy, resolver and whole-request timeout, keeping at
+    /// most `max_idle_per_host` idle connections to each webhook host.
     pub fn new(
         policy: AddressPolicy,
         resolver: Arc<dyn Resolver>,
         timeout: Duration,
+        max_idle_per_host: usize,
     ) -> Result<WebhookClient, reqwest::Error> {
         init_tls();
         let policy = Arc::new(policy);
@@ -367,7 +369,7 @@ impl WebhookClient {
             .user_agent(USER_AGENT)
             .no_proxy()
             .connect_timeout(CONNECT_TIMEOUT)
-            .pool_max_idle_per_host(8)
+            .pool_max_idle_per_host(max_idle_per_host)
             .pool_idle_timeout(Duration::from_secs(30))
             .dns_resolver(Arc::new(GuardedResolver {
                 inner: resolver,

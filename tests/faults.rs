@@ -219,8 +219,13 @@ async fn launch(
             None => extra.to_string(),
         };
         let (text, listen) = config_text(upstream, &extra);
-        let config = posthook::config::Config::from_yaml("faults.yaml", &text, &|_| None)
-            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let config = match posthook::config::Config::from_yaml("faults.yaml", &text, &|_| None) {
+            Ok(c) => c,
+            // Two free ports drawn apart can still be the same one (the listen and metrics
+            // addresses must differ): draw again.
+            Err(e) if e.to_string().contains("must differ from listen") => continue,
+            Err(e) => panic!("{e}\n{text}"),
+        };
         let opts = options();
         let spawned = tokio::task::spawn_blocking(move || posthook::app::spawn(&config, opts))
             .await

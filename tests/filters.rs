@@ -91,6 +91,7 @@ impl Fixture {
             config.limits.lookup_timeout,
             config.limits.lookup_cache_ttl,
             config.limits.lookup_cache_max_entries,
+            config.limits.max_idle_connections_per_host,
             stats.clone(),
         )
         .unwrap();
@@ -98,6 +99,7 @@ impl Fixture {
             AddressPolicy::new(&config.settings.allowed_untrusted_internal_connections),
             Arc::new(SystemResolver),
             config.settings.outgoing_integration_requests_timeout,
+            config.limits.max_idle_connections_per_host,
         )
         .unwrap();
         let (dispatcher, handle) = Dispatcher::new(

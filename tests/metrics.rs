@@ -229,7 +229,14 @@ fn hook(name: &str, trigger: &str, urls: &[String]) -> String {
 async fn posthook_with_metrics(upstream: &str, extra: &str) -> (Posthook, SocketAddr) {
     logs();
     let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let (text, listen) = config_text(upstream, &format!("metrics_listen: \"{metrics}\"\n{extra}"));
+    // Two free ports drawn apart can still be the same one: draw the listen port again then.
+    let (text, listen) = loop {
+        let (text, listen) =
+            config_text(upstream, &format!("metrics_listen: \"{metrics}\"\n{extra}"));
+        if listen != metrics {
+            break (text, listen);
+        }
+    };
     let ph = start(&text, listen).await;
     let deadline = Instant::now() + T;
     while tokio::net::TcpStream::connect(metrics).await.is_err() {

@@ -1229,6 +1229,7 @@ fn proxy_fixture() -> &'static ProxyFixture {
             config.limits.lookup_timeout,
             config.limits.lookup_cache_ttl,
             config.limits.lookup_cache_max_entries,
+            config.limits.max_idle_connections_per_host,
             stats.clone(),
         )
         .unwrap();
@@ -1236,6 +1237,7 @@ fn proxy_fixture() -> &'static ProxyFixture {
             AddressPolicy::new(&config.settings.allowed_untrusted_internal_connections),
             Arc::new(SystemResolver),
             config.settings.outgoing_integration_requests_timeout,
+            config.limits.max_idle_connections_per_host,
         )
         .unwrap();
         // Nothing is submitted here; the dispatcher is not needed.
