@@ -1318,8 +1318,14 @@ fn read_log(path: &Path, offset: &mut u64) -> LogCounts {
             c.replies_posted += 1;
         } else if line.contains("] reply ") && line.contains("outcome=failed") {
             c.reply_failed += 1;
-        } else if line.contains("dropping a created post") {
-            c.queue_drops += 1;
+        } else if let Some(at) = line.find("): dropped ") {
+            // One line per second at most, with the count since the previous one.
+            let n = line[at + "): dropped ".len()..]
+                .split(' ')
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(1);
+            c.queue_drops += n;
         } else if line.contains(" WARN ") {
             c.other_warn += 1;
         } else if line.contains(" ERROR ") {

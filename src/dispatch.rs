@@ -21,7 +21,7 @@ use std::fmt;
 use std::future::Future;
 use std::io::Read;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -324,6 +324,56 @@ pub struct DispatchHandle {
     tx: mpsc::Sender<Job>,
     stats: Arc<Stats>,
     pending_jobs: Arc<AtomicUsize>,
+    drops: Arc<DropLog>,
+}
+
+/// Logs dropped posts at most once a second, with the count since the last line:
+/// a dead webhook fills the queue and then every post is dropped, which at one line each
+/// wrote over 10 000 lines per second. The exact count is `posthook_jobs_dropped_total`.
+struct DropLog {
+    every_ms: u64,
+    started: Instant,
+    /// Milliseconds after `started` of the last line, `u64::MAX` before the first.
+    last_ms: AtomicU64,
+    /// Drops not yet in a line.
+    unlogged: AtomicU64,
+}
+
+impl DropLog {
+    fn new(every: Duration) -> DropLog {
+        DropLog {
+            every_ms: every.as_millis() as u64,
+            started: Instant::now(),
+            last_ms: AtomicU64::new(u64::MAX),
+            unlogged: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one drop; logs the drops so far (and returns how many) when no line was written
+    /// for the interval.
+    fn note(&self, reason: &dyn fmt::Display) -> Option<u64> {
+        self.unlogged.fetch_add(1, Ordering::Relaxed);
+        let now = self.started.elapsed().as_millis() as u64;
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if last != u64::MAX && now < last.saturating_add(self.every_ms) {
+            return None;
+        }
+        // One caller wins the line; the others' drops go into the next one.
+        if self
+            .last_ms
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return None;
+        }
+        let n = self.unlogged.swap(0, Ordering::Relaxed);
+        (n > 0).then(|| {
+            warn!(
+                "webhook queue full or closed ({reason}): dropped {n} created post(s) since the last such line (at most one line per second; all are counted in posthook_jobs_dropped_total)"
+            );
+            n
+        })
+    }
 }
 
 /// Tells whether the dispatcher is idle: no job queued or being processed, and no delivery
@@ -380,7 +430,7 @@ impl DispatchHandle {
         if let Err(e) = self.tx.try_send(job) {
             self.pending_jobs.fetch_sub(1, Ordering::SeqCst);
             Stats::inc(&self.stats.jobs_dropped);
-            warn!("webhook queue full or closed, dropping a created post: {e}");
+            self.drops.note(&e);
         }
     }
 
@@ -496,6 +546,7 @@ impl Dispatcher {
                 tx,
                 stats,
                 pending_jobs,
+                drops: Arc::new(DropLog::new(Duration::from_secs(1))),
             },
         )
     }
@@ -825,6 +876,24 @@ mod tests {
     use std::io::Write;
 
     #[test]
+    fn drops_are_logged_at_most_once_per_interval_and_none_is_lost() {
+        let log = DropLog::new(Duration::from_millis(200));
+        let reason = "no available capacity";
+        // The first drop is logged at once.
+        assert_eq!(log.note(&reason), Some(1));
+        // A burst within the interval writes no line.
+        let burst: Vec<Option<u64>> = (0..10_000).map(|_| log.note(&reason)).collect();
+        assert!(
+            burst.iter().all(Option::is_none),
+            "a line within the interval"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+        // The next drop after the interval reports the burst and itself.
+        assert_eq!(log.note(&reason), Some(10_001));
+        assert_eq!(log.note(&reason), None);
+    }
+
+    #[test]
     fn compressed_bodies_decode_within_the_bound() {
         let plain = br#"{"id":"p1","channel_id":"c1","message":"hi"}"#.to_vec();
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -972,6 +1041,7 @@ mod tests {
             tx,
             stats: stats.clone(),
             pending_jobs: pending.clone(),
+            drops: Arc::new(DropLog::new(Duration::from_secs(1))),
         };
         let gauge = handle.queue_gauge();
         assert_eq!((gauge.depth(), gauge.capacity()), (0, 4));
