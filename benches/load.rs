@@ -93,6 +93,8 @@ struct Opts {
     loadgen_threads: usize,
     upstream_threads: usize,
     nginx_workers: usize,
+    /// `threads` of posthook and of the bare Pingora proxy.
+    proxy_threads: usize,
     nginx: Option<PathBuf>,
     only: Option<Vec<String>>,
 }
@@ -123,6 +125,7 @@ impl Opts {
             loadgen_threads: 2,
             upstream_threads: 2,
             nginx_workers: 2,
+            proxy_threads: 1,
             nginx: Some(PathBuf::from("/usr/sbin/nginx")).filter(|p| p.exists()),
             only: None,
         };
@@ -141,6 +144,7 @@ impl Opts {
                 "--loadgen-threads" => o.loadgen_threads = num("--loadgen-threads") as usize,
                 "--upstream-threads" => o.upstream_threads = num("--upstream-threads") as usize,
                 "--nginx-workers" => o.nginx_workers = num("--nginx-workers") as usize,
+                "--proxy-threads" => o.proxy_threads = num("--proxy-threads") as usize,
                 "--no-nginx" => o.nginx = None,
                 "--only" => {
                     let list = it.next().expect("--only needs a list such as A,B,E");
@@ -173,6 +177,7 @@ const HELP: &str = "posthook end-to-end load test
   --only K,K            run only these scenario keys (A B C D E C10k Gdirect Gsplit Gposthook Gchain Psplit sweep dead)
   --no-nginx            skip the nginx scenarios
   --loadgen-threads N, --upstream-threads N, --nginx-workers N  (defaults 2, 2, 2)
+  --proxy-threads N     `threads` of posthook and of the bare Pingora proxy (default 1)
   env POSTHOOK_BIN      the posthook binary (default: next to this bench, target/release/posthook)";
 
 // ---------------------------------------------------------------------------------------------
@@ -1470,7 +1475,7 @@ fn hooks_yaml(sink: SocketAddr) -> String {
 }
 
 /// posthook's config: the shipped defaults, written out, with loopback callbacks allowed.
-fn posthook_yaml(listen: SocketAddr, upstream: SocketAddr, hooks: &str) -> String {
+fn posthook_yaml(listen: SocketAddr, upstream: SocketAddr, threads: usize, hooks: &str) -> String {
     format!(
         "listen: \"{listen}\"
 upstream: \"http://{upstream}\"
@@ -1479,7 +1484,7 @@ settings:
   allowed_untrusted_internal_connections: [\"127.0.0.1\"]
   outgoing_integration_requests_timeout: 30
 server:
-  threads: 1
+  threads: {threads}
   grace_period_seconds: 0
   graceful_shutdown_timeout_seconds: 1
   upstream_connect_timeout_seconds: 5
@@ -2188,7 +2193,11 @@ fn run(opts: Opts) {
     let start_posthook = |name: &str, hooks: &str| -> (Proc, SocketAddr, Duration) {
         let addr = loopback(free_port());
         let conf = dir.join(format!("{name}.yaml"));
-        std::fs::write(&conf, posthook_yaml(addr, upstream, hooks)).expect("config");
+        std::fs::write(
+            &conf,
+            posthook_yaml(addr, upstream, opts.proxy_threads, hooks),
+        )
+        .expect("config");
         let t = Instant::now();
         let mut p = Proc::spawn(
             name,
@@ -2216,7 +2225,7 @@ fn run(opts: Opts) {
             .arg("--serve-bare-proxy")
             .arg(e_addr.to_string())
             .arg(upstream.to_string())
-            .arg("1")
+            .arg(opts.proxy_threads.to_string())
             .stdin(Stdio::piped()),
         false,
         dir.join("bare.log"),
@@ -2559,8 +2568,8 @@ fn print_report(r: &Runner, o: &Opts, x: ReportExtra) {
     );
     let _ = writeln!(
         w,
-        "Settings: {} rounds; closed loop {} keep-alive connections, {:.1} s warm-up + {:.1} s measured; open loop {:.0} req/s, {:.1} s + {:.1} s, {} connections; C10k {:.0} posts/s for {:.1} s; split group {:.1} s measured; load generator {} threads, upstream {} threads, nginx {} workers; posthook and the bare proxy `threads: 1`. Load generator, upstream stand-in, sink and proxy all share the same {} cores.\n",
-        o.rounds, o.conns, o.closed_warmup.as_secs_f64(), o.closed_measure.as_secs_f64(), o.open_rate, o.open_warmup.as_secs_f64(), o.open_measure.as_secs_f64(), o.open_conns, o.c10k_rate, o.c10k_measure.as_secs_f64(), o.split_measure.as_secs_f64(), o.loadgen_threads, o.upstream_threads, o.nginx_workers,
+        "Settings: {} rounds; closed loop {} keep-alive connections, {:.1} s warm-up + {:.1} s measured; open loop {:.0} req/s, {:.1} s + {:.1} s, {} connections; C10k {:.0} posts/s for {:.1} s; split group {:.1} s measured; load generator {} threads, upstream {} threads, nginx {} workers; posthook and the bare proxy `threads: {}`. Load generator, upstream stand-in, sink and proxy all share the same {} cores.\n",
+        o.rounds, o.conns, o.closed_warmup.as_secs_f64(), o.closed_measure.as_secs_f64(), o.open_rate, o.open_warmup.as_secs_f64(), o.open_measure.as_secs_f64(), o.open_conns, o.c10k_rate, o.c10k_measure.as_secs_f64(), o.split_measure.as_secs_f64(), o.loadgen_threads, o.upstream_threads, o.nginx_workers, o.proxy_threads,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
 
