@@ -98,7 +98,7 @@ impl Handle {
             .map_err(|_| "reload state poisoned".to_string())?;
         let restart_only = restart_only_changes(&current, new);
         self.reload.live.store(Arc::new(live));
-        *current = new.clone();
+        *current = new.without_hooks();
         Ok(restart_only)
     }
 }
@@ -166,7 +166,7 @@ pub fn build(config: &Config, options: Options) -> Result<(Server, Handle), Buil
         reload: Arc::new(ReloadState {
             live,
             resolver: options.resolver,
-            current: Mutex::new(config.clone()),
+            current: Mutex::new(config.without_hooks()),
         }),
     };
     if let Some(path) = options.config_path {

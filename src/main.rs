@@ -78,6 +78,9 @@ fn main() -> ExitCode {
             if let Some(addr) = config.metrics_listen {
                 log::info!("metrics on http://{addr}/metrics");
             }
+            // run_forever never returns: without this, the parsed file (every hook) would be
+            // kept for the life of the process next to the running copy.
+            drop(config);
             server.run_forever()
         }
         Err(e) => {
