@@ -106,12 +106,12 @@ measure() { # $1: name, $2: port, $3: wrk script, rest: command
   pid=$(pgrep -f "callgrind-out-file=$OUT/cg.$name" | head -1)
   wrk -t1 -c10 -d2s -s "$script" "http://127.0.0.1:$port/api/v4/posts" > /dev/null   # warm-up
   wait_drained "$name.log"
-  callgrind_control -z "$pid" > /dev/null
+  callgrind_control -z "$pid" > /dev/null 2>&1
   local before n ir
   before=$(replies "$name.log")
   n=$(wrk -t1 -c10 -d"${DUR}"s -s "$script" "http://127.0.0.1:$port/api/v4/posts" | awk '/requests in/{print $1}')
   wait_drained "$name.log"
-  callgrind_control -d "$pid" > /dev/null
+  callgrind_control -d "$pid" > /dev/null 2>&1
   sleep 1
   ir=$(callgrind_annotate "$OUT/cg.$name.$pid.1" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",","",$1); print $1}')
   printf '%-34s requests %6d  replies %6d  instructions per request %8d\n' \
