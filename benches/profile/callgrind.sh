@@ -88,7 +88,14 @@ config 18191 'hooks:
 
 nginx -p "$OUT/nginx" -c "$OUT/nginx.conf" &
 NGINX_PID=$!
-trap 'kill $NGINX_PID 2>/dev/null; pkill -f "callgrind-out-file=$OUT" 2>/dev/null; pkill -f "sleep 86399" 2>/dev/null || true' EXIT
+cleanup() {
+  set +e
+  kill "$NGINX_PID" 2>/dev/null
+  pkill -f "callgrind-out-file=$OUT" 2>/dev/null
+  pkill -f "sleep 86399" 2>/dev/null   # the stdin holders of the processes under valgrind
+  return 0
+}
+trap cleanup EXIT
 sleep 0.5
 
 replies() { grep -c "outcome=posted" "$1" || true; }
