@@ -116,16 +116,8 @@ pub fn build(config: &Config, options: Options) -> Result<(Server, Handle), Buil
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mm = MattermostClient::new(
-        &config.upstream.base_url,
-        &config.bot_token,
-        config.limits.lookup_timeout,
-        config.limits.lookup_cache_ttl,
-        config.limits.lookup_cache_max_entries,
-        config.limits.max_idle_connections_per_host,
-        stats.clone(),
-    )
-    .map_err(|e| BuildError::Client(e.to_string()))?;
+    let mm = MattermostClient::from_config(config, stats.clone())
+        .map_err(|e| BuildError::Client(e.to_string()))?;
     let live = Live::build(config, options.resolver.clone())
         .map_err(|e| BuildError::Client(e.to_string()))?
         .shared();

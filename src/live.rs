@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 use crate::config::{Config, HookConfig};
 use crate::reply::ReplySettings;
 use crate::rules::HookIndex;
-use crate::webhook::{AddressPolicy, Resolver, WebhookClient};
+use crate::webhook::{Resolver, WebhookClient};
 
 /// One consistent snapshot of the reloadable configuration.
 pub struct Live {
@@ -32,12 +32,7 @@ impl Live {
         Ok(Live {
             hooks: config.hooks.iter().cloned().map(Arc::new).collect(),
             index: HookIndex::new(&config.hooks),
-            webhooks: WebhookClient::new(
-                AddressPolicy::new(&config.settings.allowed_untrusted_internal_connections),
-                resolver,
-                config.settings.outgoing_integration_requests_timeout,
-                config.limits.max_idle_connections_per_host,
-            )?,
+            webhooks: WebhookClient::from_config(config, resolver)?,
             reply: ReplySettings {
                 enable_post_username_override: config.settings.enable_post_username_override,
                 enable_post_icon_override: config.settings.enable_post_icon_override,

@@ -97,6 +97,24 @@ struct Inner {
 }
 
 impl MattermostClient {
+    /// The client `config` describes: its upstream, bot token, look-up limits and idle
+    /// connection bound.
+    pub fn from_config(
+        config: &crate::config::Config,
+        stats: Arc<Stats>,
+    ) -> Result<MattermostClient, ApiError> {
+        let l = &config.limits;
+        MattermostClient::new(
+            &config.upstream.base_url,
+            &config.bot_token,
+            l.lookup_timeout,
+            l.lookup_cache_ttl,
+            l.lookup_cache_max_entries,
+            l.max_idle_connections_per_host,
+            stats,
+        )
+    }
+
     /// A client for `base_url` (no trailing slash) authenticating with `bot_token`, keeping
     /// at most `max_idle` idle connections to Mattermost.
     pub fn new(

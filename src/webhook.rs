@@ -354,6 +354,20 @@ pub struct WebhookClient {
 }
 
 impl WebhookClient {
+    /// The client `config` describes (its SSRF allow list, timeout and idle connection bound),
+    /// resolving names with `resolver`.
+    pub fn from_config(
+        config: &crate::config::Config,
+        resolver: Arc<dyn Resolver>,
+    ) -> Result<WebhookClient, reqwest::Error> {
+        WebhookClient::new(
+            AddressPolicy::new(&config.settings.allowed_untrusted_internal_connections),
+            resolver,
+            config.settings.outgoing_integration_requests_timeout,
+            config.limits.max_idle_connections_per_host,
+        )
+    }
+
     /// A client with the given SSRF policy, resolver and whole-request timeout, keeping at
     /// most `max_idle_per_host` idle connections to each webhook host.
     pub fn new(

@@ -35,7 +35,7 @@ use posthook::mattermost::MattermostClient;
 use posthook::proxy::{add_forwarded_headers, app_error_body, Ctx, Proxy};
 use posthook::rules::HookIndex;
 use posthook::stats::{Snapshot, Stats};
-use posthook::webhook::{AddressPolicy, SystemResolver, WebhookClient};
+use posthook::webhook::{SystemResolver, WebhookClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A channel that the channel-only hook is bound to.
@@ -85,23 +85,8 @@ impl Fixture {
             Config::from_yaml("t.yaml", &text, &|_| None).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let stats = Arc::new(Stats::default());
         let index = Arc::new(HookIndex::new(&config.hooks));
-        let mm = MattermostClient::new(
-            &config.upstream.base_url,
-            &config.bot_token,
-            config.limits.lookup_timeout,
-            config.limits.lookup_cache_ttl,
-            config.limits.lookup_cache_max_entries,
-            config.limits.max_idle_connections_per_host,
-            stats.clone(),
-        )
-        .unwrap();
-        let webhooks = WebhookClient::new(
-            AddressPolicy::new(&config.settings.allowed_untrusted_internal_connections),
-            Arc::new(SystemResolver),
-            config.settings.outgoing_integration_requests_timeout,
-            config.limits.max_idle_connections_per_host,
-        )
-        .unwrap();
+        let mm = MattermostClient::from_config(&config, stats.clone()).unwrap();
+        let webhooks = WebhookClient::from_config(&config, Arc::new(SystemResolver)).unwrap();
         let (dispatcher, handle) = Dispatcher::new(
             &config,
             index.clone(),

@@ -31,7 +31,7 @@ use posthook::slack::{
     replace_user_ids, user_ids_in,
 };
 use posthook::stats::Stats;
-use posthook::webhook::{go_json_string_into, query_escape_into, AddressPolicy, Payload};
+use posthook::webhook::{go_json_string_into, query_escape_into, Payload};
 use posthook::webhook::{SystemResolver, WebhookClient};
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -1223,23 +1223,8 @@ fn proxy_fixture() -> &'static ProxyFixture {
         let config = Config::from_yaml("properties.yaml", PROXY_CONFIG, &|_| None).unwrap();
         let stats = Arc::new(Stats::default());
         let index = Arc::new(HookIndex::new(&config.hooks));
-        let mm = MattermostClient::new(
-            &config.upstream.base_url,
-            &config.bot_token,
-            config.limits.lookup_timeout,
-            config.limits.lookup_cache_ttl,
-            config.limits.lookup_cache_max_entries,
-            config.limits.max_idle_connections_per_host,
-            stats.clone(),
-        )
-        .unwrap();
-        let webhooks = WebhookClient::new(
-            AddressPolicy::new(&config.settings.allowed_untrusted_internal_connections),
-            Arc::new(SystemResolver),
-            config.settings.outgoing_integration_requests_timeout,
-            config.limits.max_idle_connections_per_host,
-        )
-        .unwrap();
+        let mm = MattermostClient::from_config(&config, stats.clone()).unwrap();
+        let webhooks = WebhookClient::from_config(&config, Arc::new(SystemResolver)).unwrap();
         // Nothing is submitted here; the dispatcher is not needed.
         let (_dispatcher, handle) = Dispatcher::new(
             &config,
