@@ -174,11 +174,13 @@ const HELP: &str = "posthook end-to-end load test
   --rounds N            rounds of the alternation (default 5)
   --conns N             closed-loop connections (default 50)
   --open-rate R         open-loop rate for the A..E latency table (default 5000/s)
-  --only K,K            run only these scenario keys (A B C D E C10k Gdirect Gsplit Gposthook Gchain Psplit sweep dead)
+  --only K,K            run only these scenario keys (A B C D E B' E' C10k Gdirect Gsplit Gposthook Gchain Psplit sweep dead)
   --no-nginx            skip the nginx scenarios
   --loadgen-threads N, --upstream-threads N, --nginx-workers N  (defaults 2, 2, 2)
   --proxy-threads N     `threads` of posthook and of the bare Pingora proxy (default 1)
-  env POSTHOOK_BIN      the posthook binary (default: next to this bench, target/release/posthook)";
+  env POSTHOOK_BIN      the posthook binary (default: next to this bench, target/release/posthook)
+  env POSTHOOK_PATCHED_BIN, BARE_PATCHED_BIN   posthook and this bench built against a patched
+                        Pingora (benches/profile/patched-pingora.sh): adds scenarios B' and E'";
 
 // ---------------------------------------------------------------------------------------------
 // Time
@@ -2139,6 +2141,20 @@ struct Procs {
     c: Proc,
     e: Proc,
     nginx: Option<Proc>,
+    /// posthook without hooks (B') and the bare proxy (E') built against a patched Pingora.
+    patched: Option<(Proc, SocketAddr, Proc, SocketAddr)>,
+}
+
+/// `POSTHOOK_PATCHED_BIN` and `BARE_PATCHED_BIN`: posthook and this bench built against a
+/// patched Pingora (`benches/profile/patched-pingora.sh` builds both and prints the command).
+/// With both set, scenarios B' and E' run those binaries next to B and E in the same rounds.
+fn patched_bins() -> Option<(PathBuf, PathBuf)> {
+    let posthook = PathBuf::from(std::env::var_os("POSTHOOK_PATCHED_BIN")?);
+    let bare = PathBuf::from(std::env::var_os("BARE_PATCHED_BIN")?);
+    for p in [&posthook, &bare] {
+        assert!(p.is_file(), "{} is not a file", p.display());
+    }
+    Some((posthook, bare))
 }
 
 fn run(opts: Opts) {
@@ -2190,7 +2206,7 @@ fn run(opts: Opts) {
 
     // The proxies.
     let hooks = hooks_yaml(sink);
-    let start_posthook = |name: &str, hooks: &str| -> (Proc, SocketAddr, Duration) {
+    let start_posthook = |bin: &Path, name: &str, hooks: &str| -> (Proc, SocketAddr, Duration) {
         let addr = loopback(free_port());
         let conf = dir.join(format!("{name}.yaml"));
         std::fs::write(
@@ -2201,7 +2217,7 @@ fn run(opts: Opts) {
         let t = Instant::now();
         let mut p = Proc::spawn(
             name,
-            Command::new(&bin)
+            Command::new(bin)
                 .arg("-c")
                 .arg(&conf)
                 .env(
@@ -2215,22 +2231,39 @@ fn run(opts: Opts) {
         let took = p.wait_listening(addr, t);
         (p, addr, took)
     };
-    let (b, b_addr, b_start) = start_posthook("posthook-B", "");
-    let (c, c_addr, c_start) = start_posthook("posthook-C", &hooks);
-    let e_addr = loopback(free_port());
-    let t = Instant::now();
-    let mut e = Proc::spawn(
+    let (b, b_addr, b_start) = start_posthook(&bin, "posthook-B", "");
+    let (c, c_addr, c_start) = start_posthook(&bin, "posthook-C", &hooks);
+    let start_bare = |exe: &Path, name: &str| -> (Proc, SocketAddr, Duration) {
+        let addr = loopback(free_port());
+        let t = Instant::now();
+        let mut p = Proc::spawn(
+            name,
+            Command::new(exe)
+                .arg("--serve-bare-proxy")
+                .arg(addr.to_string())
+                .arg(upstream.to_string())
+                .arg(opts.proxy_threads.to_string())
+                .stdin(Stdio::piped()),
+            false,
+            dir.join(format!("{name}.log")),
+        );
+        let took = p.wait_listening(addr, t);
+        (p, addr, took)
+    };
+    let (e, e_addr, e_start) = start_bare(
+        &std::env::current_exe().expect("current exe"),
         "bare-pingora",
-        Command::new(std::env::current_exe().expect("current exe"))
-            .arg("--serve-bare-proxy")
-            .arg(e_addr.to_string())
-            .arg(upstream.to_string())
-            .arg(opts.proxy_threads.to_string())
-            .stdin(Stdio::piped()),
-        false,
-        dir.join("bare.log"),
     );
-    let e_start = e.wait_listening(e_addr, t);
+    let patched = patched_bins().map(|(posthook, bare)| {
+        let (bp, bp_addr, _) = start_posthook(&posthook, "posthook-B-patched", "");
+        let (ep, ep_addr, _) = start_bare(&bare, "bare-patched");
+        eprintln!(
+            "patched Pingora: posthook B' {bp_addr} ({}), bare E' {ep_addr} ({})",
+            posthook.display(),
+            bare.display()
+        );
+        (bp, bp_addr, ep, ep_addr)
+    });
     let nginx_ports = NginxPorts {
         direct: loopback(free_port()),
         split: loopback(free_port()),
@@ -2271,7 +2304,13 @@ fn run(opts: Opts) {
     if nginx.is_none() {
         eprintln!("nginx not found at /usr/sbin/nginx (or --no-nginx): scenario D and the split deployment are skipped");
     }
-    let procs = Procs { b, c, e, nginx };
+    let procs = Procs {
+        b,
+        c,
+        e,
+        nginx,
+        patched,
+    };
     let idle_rss: Vec<(String, u64)> = vec![
         (
             "posthook B".into(),
@@ -2332,6 +2371,14 @@ fn run(opts: Opts) {
         main_scenarios.push(sc("D", nginx_ports.direct, &posts, vec![n.clone()], false));
     }
     main_scenarios.push(sc("E", e_addr, &posts, vec![bare], false));
+    if let Some((bp, bp_addr, ep, ep_addr)) = &procs.patched {
+        main_scenarios.push(sc("B'", *bp_addr, &posts, vec![ph(bp)], false));
+        let bare = CpuGroup {
+            name: "bare",
+            pids: vec![ep.pid()],
+        };
+        main_scenarios.push(sc("E'", *ep_addr, &posts, vec![bare], false));
+    }
     let c10k = sc("C10k", c_addr, &posts, vec![ph(&procs.c)], true);
     let mut split = vec![
         sc("Gdirect", upstream, &gets, vec![], false),
@@ -2350,6 +2397,9 @@ fn run(opts: Opts) {
         split.push(sc("Psplit", nginx_ports.split, &posts, both, true));
     }
     let mut our_pids = vec![procs.b.pid(), procs.c.pid(), procs.e.pid()];
+    if let Some((bp, _, ep, _)) = &procs.patched {
+        our_pids.extend([bp.pid(), ep.pid()]);
+    }
     if let Some(n) = &ngx {
         our_pids.extend(&n.pids);
     }
@@ -2420,9 +2470,15 @@ fn run(opts: Opts) {
         .unwrap_or_default();
 
     // Dead sink: a fresh posthook whose every hook points at the black hole.
-    let dead = opts
-        .wants("dead")
-        .then(|| dead_sink_phase(&opts, &r.rt, &up, &start_posthook, black_hole));
+    let dead = opts.wants("dead").then(|| {
+        dead_sink_phase(
+            &opts,
+            &r.rt,
+            &up,
+            &|name: &str, hooks: &str| start_posthook(&bin, name, hooks),
+            black_hole,
+        )
+    });
     let lookups = up.lookups.load(Ordering::Relaxed);
     drop(procs);
     let total = started.elapsed();
@@ -2633,6 +2689,8 @@ fn print_report(r: &Runner, o: &Opts, x: ReportExtra) {
         ),
         ("D", "nginx proxy_pass, keep-alive"),
         ("E", "bare Pingora proxy (framework floor)"),
+        ("B'", "posthook, no hooks, patched Pingora"),
+        ("E'", "bare Pingora proxy, patched Pingora"),
     ];
 
     let _ = writeln!(
@@ -2693,6 +2751,10 @@ fn print_report(r: &Runner, o: &Opts, x: ReportExtra) {
         ("B", "D", Some(1.0)),
         ("B", "E", Some(0.95)),
         ("C", "B", Some(0.95)),
+        ("B'", "B", None),
+        ("E'", "E", None),
+        ("B'", "D", None),
+        ("B'", "E'", None),
     ] {
         if let Some((m, lo, hi)) = ratio(num, den) {
             let (t, verdict) = match target {
@@ -3035,7 +3097,7 @@ fn print_report(r: &Runner, o: &Opts, x: ReportExtra) {
 
     // Drift.
     let _ = writeln!(w, "\n## Per round (closed-loop req/s), for drift\n\n`*`: the phase ran under more than {MAX_FOREIGN:.2} cores of other load (not used when a quiet phase exists).\n");
-    let keys: Vec<&str> = ["A", "B", "C", "D", "E"]
+    let keys: Vec<&str> = ["A", "B", "C", "D", "E", "B'", "E'"]
         .into_iter()
         .filter(|k| r.find(k, Mode::Closed).is_some())
         .collect();
