@@ -2798,6 +2798,48 @@ fn print_report(r: &Runner, o: &Opts, x: ReportExtra) {
         let _ = writeln!(w, "\n### posthook's CPU by thread (µs per request)\n\nThe proxy runs on Pingora's service thread (`threads: 1`); look-ups, webhook calls and replies on the dispatcher's own runtime thread. In C one post in ten matches, so the dispatcher's cost per matching post is ten times its per-request figure.\n\n| phase | proxy thread | dispatcher thread | other threads | total |\n|---|---:|---:|---:|---:|\n{rows}");
     }
 
+    // Every process on the box shares the same 2 cores: throughput follows the sum.
+    let mut rows = String::new();
+    let mut totals: BTreeMap<&str, (f64, f64, f64, f64)> = BTreeMap::new();
+    for (key, _) in scenario_rows {
+        let Some(a) = r.find(key, Mode::Closed) else {
+            continue;
+        };
+        if a.requests == 0 {
+            continue;
+        }
+        let per = |t: u64| t as f64 / tck / a.requests as f64 * 1e6;
+        let (lg, up, px) = (
+            per(a.loadgen_ticks),
+            per(a.upstream_ticks),
+            per(a.cpu_ticks.iter().sum()),
+        );
+        let total = lg + up + px;
+        totals.insert(key, (lg, up, px, total));
+        let _ = writeln!(
+            rows,
+            "| {key} | {lg:.1} | {up:.1} | {px:.1} | {total:.1} | {:.0} | {:.0} |",
+            2e6 / total,
+            median(&a.rates)
+        );
+    }
+    if !rows.is_empty() {
+        let _ = writeln!(w, "\n### Where the machine's CPU goes (closed loop, µs per request)\n\nThe load generator, the upstream stand-in (with the webhook sink, in C) and the proxy share the 2 cores, so a scenario's throughput follows the sum of their CPU per request: 2 cores ÷ total is the rate the box could reach if it were CPU-bound and nothing else ran.\n\n| | load generator | upstream (+ sink) | proxy | total | 2 cores ÷ total, req/s | measured req/s |\n|---|---:|---:|---:|---:|---:|---:|\n{rows}");
+        if let (Some(b), Some(c)) = (totals.get("B"), totals.get("C")) {
+            let _ = writeln!(
+                w,
+                "C/B if throughput followed CPU alone: {:.3} (B's total ÷ C's). C − B per request: {:+.1} µs (posthook {:+.1}, upstream and sink {:+.1}, load generator {:+.1}). For C/B ≥ 0.95 the difference would have to stay under {:.1} µs per request, {:.0} µs per matching post at one post in ten.",
+                b.3 / c.3,
+                c.3 - b.3,
+                c.2 - b.2,
+                c.1 - b.1,
+                c.0 - b.0,
+                b.3 / 0.95 - b.3,
+                (b.3 / 0.95 - b.3) * 10.0
+            );
+        }
+    }
+
     let _ = writeln!(
         w,
         "\n## Open loop at {:.0} req/s: latency from the intended send time\n",
