@@ -60,7 +60,7 @@ fn hook(i: usize) -> HookConfig {
         channel_id,
         trigger_words: words,
         trigger_when: when,
-        callback_urls: vec![reqwest::Url::parse("http://127.0.0.1:9/h").unwrap()],
+        callback_urls: vec![url::Url::parse("http://127.0.0.1:9/h").unwrap()],
         content_type: ContentType::Form,
         token: "tok".into(),
         username: String::new(),

@@ -138,7 +138,7 @@ pub struct HookConfig {
     pub channel_id: Option<String>,
     pub trigger_words: Vec<String>,
     pub trigger_when: TriggerWhen,
-    pub callback_urls: Vec<reqwest::Url>,
+    pub callback_urls: Vec<url::Url>,
     pub content_type: ContentType,
     pub token: String,
     pub username: String,
@@ -482,8 +482,8 @@ impl Validator<'_> {
     }
 
     fn upstream(&self, raw: &str, loc: Location) -> Result<Upstream, ConfigError> {
-        let url = reqwest::Url::parse(raw)
-            .map_err(|_| self.err(loc, "upstream", "not an http(s) URL"))?;
+        let url =
+            url::Url::parse(raw).map_err(|_| self.err(loc, "upstream", "not an http(s) URL"))?;
         let tls = match url.scheme() {
             "http" => false,
             "https" => true,
@@ -805,11 +805,11 @@ impl Validator<'_> {
 }
 
 /// Mattermost's `IsValidHTTPURL`: starts with `http://` or `https://` and parses, with a host.
-fn parse_callback_url(raw: &str) -> Option<reqwest::Url> {
+fn parse_callback_url(raw: &str) -> Option<url::Url> {
     if !(raw.starts_with("http://") || raw.starts_with("https://")) {
         return None;
     }
-    let url = reqwest::Url::parse(raw).ok()?;
+    let url = url::Url::parse(raw).ok()?;
     url.host_str().filter(|h| !h.is_empty())?;
     Some(url)
 }

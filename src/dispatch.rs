@@ -762,7 +762,7 @@ impl Shared {
         // From here on every callback request is due and accounted for by its DueRequest.
         // Bounded by the config: hooks × callback URLs.
         let post = Arc::new(post);
-        let mut due: Vec<Vec<(DueRequest, &reqwest::Url)>> = matches
+        let mut due: Vec<Vec<(DueRequest, &url::Url)>> = matches
             .iter()
             .map(|m| {
                 let hook = &live.hooks[m.hook];
@@ -844,7 +844,7 @@ impl Shared {
         &self,
         webhooks: &WebhookClient,
         mut request: DueRequest,
-        url: reqwest::Url,
+        url: url::Url,
         body: Bytes,
     ) {
         let started = Instant::now();

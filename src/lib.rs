@@ -20,6 +20,8 @@
 //! - [`reply`]: webhook answer decoding and reply building (pure).
 //! - [`slack`]: Slack markup → Mattermost translation (pure).
 //! - [`live`]: the reloadable part of the config (hooks, settings) behind one atomic swap.
+//! - [`client`]: the pooled HTTP/1.1 client (hyper-util, rustls) under [`webhook`] and
+//!   [`mattermost`], with the SSRF-filtering resolver and bounded, gzip-aware answer reads.
 //! - [`mattermost`]: REST client with bounded, coalescing look-up caches.
 //! - [`stats`]: counters for every outcome.
 //! - [`metrics`]: the optional Prometheus endpoint (`metrics_listen`) over [`stats`].
@@ -27,6 +29,7 @@
 //! - [`app`]: wiring; the seam the binary, tests and benches use.
 
 pub mod app;
+pub mod client;
 pub mod config;
 pub mod dispatch;
 pub mod live;

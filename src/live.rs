@@ -28,7 +28,10 @@ pub type LiveConfig = Arc<ArcSwap<Live>>;
 
 impl Live {
     /// Builds the reloadable part of `config`.
-    pub fn build(config: &Config, resolver: Arc<dyn Resolver>) -> Result<Live, reqwest::Error> {
+    pub fn build(
+        config: &Config,
+        resolver: Arc<dyn Resolver>,
+    ) -> Result<Live, crate::client::BoxError> {
         Ok(Live {
             hooks: config.hooks.iter().cloned().map(Arc::new).collect(),
             index: HookIndex::new(&config.hooks),

@@ -16,8 +16,15 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::client::{describe, read_capped, GuardedResolver, HttpClient};
 use crate::poster::REPLY_PATH;
 use crate::stats::Stats;
+use crate::webhook::SystemResolver;
+
+/// `User-Agent` of posthook's own calls to Mattermost.
+const CLIENT_USER_AGENT: &str = concat!("posthook/", env!("CARGO_PKG_VERSION"));
+/// Default bound on an answer from Mattermost (`limits.max_decoded_body_bytes` sets it).
+pub const DEFAULT_MAX_ANSWER_BYTES: usize = 4 << 20;
 
 /// A channel, as far as webhooks need it.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -84,11 +91,15 @@ pub struct MattermostClient {
 }
 
 struct Inner {
-    http: reqwest::Client,
+    http: HttpClient,
     base_url: String,
     /// `POST /api/v4/posts?set_online=false`, parsed once: replies are the hot path.
-    create_post_url: reqwest::Url,
-    auth: String,
+    create_post_url: http::Uri,
+    auth: http::HeaderValue,
+    /// Whole-request deadline: connect, send and read the answer.
+    timeout: Duration,
+    /// Answers are read up to this many bytes; a longer one is an error.
+    max_answer_bytes: usize,
     stats: Arc<Stats>,
     channels: Cache<String, Arc<Channel>>,
     teams: Cache<String, Arc<Team>>,
@@ -104,7 +115,7 @@ impl MattermostClient {
         stats: Arc<Stats>,
     ) -> Result<MattermostClient, ApiError> {
         let l = &config.limits;
-        MattermostClient::new(
+        let mut client = MattermostClient::new(
             &config.upstream.base_url,
             &config.bot_token,
             l.lookup_timeout,
@@ -112,7 +123,11 @@ impl MattermostClient {
             l.lookup_cache_max_entries,
             l.max_idle_connections_per_host,
             stats,
-        )
+        )?;
+        if let Some(inner) = Arc::get_mut(&mut client.inner) {
+            inner.max_answer_bytes = l.max_decoded_body_bytes;
+        }
+        Ok(client)
     }
 
     /// A client for `base_url` (no trailing slash) authenticating with `bot_token`, keeping
@@ -126,30 +141,32 @@ impl MattermostClient {
         max_idle: usize,
         stats: Arc<Stats>,
     ) -> Result<MattermostClient, ApiError> {
-        crate::webhook::init_tls();
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("posthook/", env!("CARGO_PKG_VERSION")))
-            .no_proxy()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .pool_max_idle_per_host(max_idle)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| ApiError::Transport(e.to_string()))?;
+        let http = HttpClient::new(
+            GuardedResolver::new(Arc::new(SystemResolver), None),
+            timeout.min(Duration::from_secs(5)),
+            max_idle,
+            Duration::from_secs(90),
+        )
+        .map_err(|e| ApiError::Transport(describe(e.as_ref())))?;
         fn cache<V: Clone + Send + Sync + 'static, K>(ttl: Duration, max: u64) -> Cache<K, V>
         where
             K: std::hash::Hash + Eq + Send + Sync + 'static,
         {
             Cache::builder().max_capacity(max).time_to_live(ttl).build()
         }
-        let create_post_url = reqwest::Url::parse(&format!("{base_url}{REPLY_PATH}"))
+        let create_post_url: http::Uri = format!("{base_url}{REPLY_PATH}")
+            .parse()
             .map_err(|e| ApiError::Transport(format!("bad Mattermost URL: {e}")))?;
+        let auth = http::HeaderValue::try_from(format!("Bearer {bot_token}"))
+            .map_err(|_| ApiError::Transport("the bot token is not a valid header value".into()))?;
         Ok(MattermostClient {
             inner: Arc::new(Inner {
                 http,
                 base_url: base_url.to_string(),
                 create_post_url,
-                auth: format!("Bearer {bot_token}"),
+                auth,
+                timeout,
+                max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
                 stats,
                 channels: cache(cache_ttl, cache_max_entries),
                 teams: cache(cache_ttl, cache_max_entries),
@@ -296,25 +313,8 @@ impl MattermostClient {
     }
 
     async fn get_json<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Result<T, ApiError> {
-        let request = self
-            .inner
-            .http
-            .get(format!("{}{path}", self.inner.base_url))
-            .header(http::header::AUTHORIZATION, &self.inner.auth)
-            .header(http::header::ACCEPT, "application/json");
-        let response = request
-            .send()
-            .await
-            .map_err(|e| ApiError::Transport(e.without_url().to_string()))?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| ApiError::Transport(e.without_url().to_string()))?;
-        if !status.is_success() {
-            return Err(app_error(status.as_u16(), &body));
-        }
-        serde_json::from_slice(&body).map_err(|e| ApiError::Decode(e.to_string()))
+        let uri = self.uri(path)?;
+        self.exchange(http::Method::GET, uri, None).await
     }
 
     /// `POST path` with a JSON body; returns the decoded JSON answer.
@@ -323,8 +323,8 @@ impl MattermostClient {
         path_and_query: &str,
         body: &serde_json::Value,
     ) -> Result<T, ApiError> {
-        let url = format!("{}{path_and_query}", self.inner.base_url);
-        self.send_json(self.inner.http.post(url), body).await
+        let uri = self.uri(path_and_query)?;
+        self.exchange(http::Method::POST, uri, Some(body)).await
     }
 
     /// Creates a post (`POST /api/v4/posts?set_online=false`, so that the bot does not show
@@ -334,29 +334,69 @@ impl MattermostClient {
         &self,
         body: &serde_json::Value,
     ) -> Result<T, ApiError> {
-        let url = self.inner.create_post_url.clone();
-        self.send_json(self.inner.http.post(url), body).await
+        let uri = self.inner.create_post_url.clone();
+        self.exchange(http::Method::POST, uri, Some(body)).await
     }
 
-    async fn send_json<T: DeserializeOwned>(
+    fn uri(&self, path_and_query: &str) -> Result<http::Uri, ApiError> {
+        format!("{}{path_and_query}", self.inner.base_url)
+            .parse()
+            .map_err(|e| ApiError::Transport(format!("bad Mattermost URL: {e}")))
+    }
+
+    /// One request with the bot's token, under the whole-request timeout; a 2xx answer's JSON
+    /// decoded into `T`, anything else read as Mattermost's AppError.
+    async fn exchange<T: DeserializeOwned>(
         &self,
-        request: reqwest::RequestBuilder,
-        body: &serde_json::Value,
+        method: http::Method,
+        uri: http::Uri,
+        body: Option<&serde_json::Value>,
     ) -> Result<T, ApiError> {
-        let bytes = serde_json::to_vec(body).map_err(|e| ApiError::Decode(e.to_string()))?;
-        let response = request
-            .header(http::header::AUTHORIZATION, &self.inner.auth)
-            .header(http::header::CONTENT_TYPE, "application/json")
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(http::header::AUTHORIZATION, self.inner.auth.clone())
             .header(http::header::ACCEPT, "application/json")
-            .body(bytes)
-            .send()
-            .await
-            .map_err(|e| ApiError::Transport(e.without_url().to_string()))?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| ApiError::Transport(e.without_url().to_string()))?;
+            .header(http::header::USER_AGENT, CLIENT_USER_AGENT);
+        let bytes = match body {
+            Some(b) => {
+                request = request.header(http::header::CONTENT_TYPE, "application/json");
+                serde_json::to_vec(b).map_err(|e| ApiError::Decode(e.to_string()))?
+            }
+            None => Vec::new(),
+        };
+        let request = request
+            .body(crate::client::Body::new(bytes.into()))
+            .map_err(|e| ApiError::Transport(e.to_string()))?;
+        let cap = self.inner.max_answer_bytes;
+        // Boxed, as in the webhook client: look-ups and replies await it inside larger tasks.
+        let exchange = Box::pin(async {
+            let response = self
+                .inner
+                .http
+                .send(request)
+                .await
+                .map_err(|e| ApiError::Transport(describe(&e)))?;
+            let status = response.status();
+            let body = read_capped(response.into_body(), cap + 1, false)
+                .await
+                .map_err(|e| ApiError::Transport(e.to_string()))?;
+            if body.len() > cap {
+                return Err(ApiError::Transport(format!(
+                    "answer larger than {cap} bytes"
+                )));
+            }
+            Ok((status, body))
+        });
+        let (status, body) = match tokio::time::timeout(self.inner.timeout, exchange).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(ApiError::Transport(format!(
+                    "timed out after {:?}",
+                    self.inner.timeout
+                )))
+            }
+        };
         if !status.is_success() {
             return Err(app_error(status.as_u16(), &body));
         }

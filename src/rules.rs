@@ -277,7 +277,7 @@ mod tests {
             channel_id: channel.map(String::from),
             trigger_words: words.iter().map(|w| w.to_string()).collect(),
             trigger_when: when,
-            callback_urls: vec![reqwest::Url::parse("http://x").unwrap()],
+            callback_urls: vec![url::Url::parse("http://x").unwrap()],
             content_type: ContentType::Form,
             token: "t".into(),
             username: String::new(),

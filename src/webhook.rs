@@ -8,14 +8,16 @@
 //! made to (and on IP-literal hosts and redirect targets), so a DNS answer cannot slip past.
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use thiserror::Error;
+use url::Url;
 
+use crate::client::{describe, read_capped, refused, BoxError, GuardedResolver, HttpClient};
 use crate::config::{AllowEntry, ContentType};
 
 /// `User-Agent` Mattermost's transport forces on integration requests.
@@ -302,53 +304,10 @@ impl Resolver for SystemResolver {
     }
 }
 
-/// reqwest resolver that drops every address the policy refuses, so the connector can only
-/// ever connect to allowed addresses (no rebinding window between check and connect).
-struct GuardedResolver {
-    inner: Arc<dyn Resolver>,
-    policy: Arc<AddressPolicy>,
-}
-
-impl reqwest::dns::Resolve for GuardedResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let inner = self.inner.clone();
-        let policy = self.policy.clone();
-        let host = name.as_str().to_string();
-        Box::pin(async move {
-            let ips = inner.lookup(host.clone()).await?;
-            let allowed: Vec<SocketAddr> = ips
-                .iter()
-                .filter(|ip| policy.allows(&host, **ip))
-                .map(|ip| SocketAddr::new(*ip, 0))
-                .collect();
-            if allowed.is_empty() {
-                let err: Box<dyn std::error::Error + Send + Sync> = Box::new(RefusedAddress(
-                    format!("{host} resolves only to untrusted internal addresses"),
-                ));
-                return Err(err);
-            }
-            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
-        })
-    }
-}
-
-#[derive(Debug, Error)]
-#[error("{0}")]
-struct RefusedAddress(String);
-
-/// Installs rustls' ring provider once; reqwest is built without a default one.
-pub(crate) fn init_tls() {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        // Err only means another provider is installed already, which is fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
-
 /// The client that sends webhook requests. Cheap to clone.
 #[derive(Clone)]
 pub struct WebhookClient {
-    http: reqwest::Client,
+    http: HttpClient,
     policy: Arc<AddressPolicy>,
     timeout: Duration,
 }
@@ -359,7 +318,7 @@ impl WebhookClient {
     pub fn from_config(
         config: &crate::config::Config,
         resolver: Arc<dyn Resolver>,
-    ) -> Result<WebhookClient, reqwest::Error> {
+    ) -> Result<WebhookClient, BoxError> {
         WebhookClient::new(
             AddressPolicy::new(&config.settings.allowed_untrusted_internal_connections),
             resolver,
@@ -375,34 +334,14 @@ impl WebhookClient {
         resolver: Arc<dyn Resolver>,
         timeout: Duration,
         max_idle_per_host: usize,
-    ) -> Result<WebhookClient, reqwest::Error> {
-        init_tls();
+    ) -> Result<WebhookClient, BoxError> {
         let policy = Arc::new(policy);
-        let redirect_policy = policy.clone();
-        let http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .no_proxy()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .pool_max_idle_per_host(max_idle_per_host)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .dns_resolver(Arc::new(GuardedResolver {
-                inner: resolver,
-                policy: policy.clone(),
-            }))
-            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
-                if attempt.previous().len() > MAX_REDIRECTS {
-                    return attempt.error("stopped after 10 redirects");
-                }
-                // Host names are checked by the resolver; IP literals never reach it.
-                match literal_ip(attempt.url()) {
-                    Some((host, ip)) if !redirect_policy.allows(&host, ip) => {
-                        let msg = format!("redirect to untrusted internal address {ip}");
-                        attempt.error(RefusedAddress(msg))
-                    }
-                    _ => attempt.follow(),
-                }
-            }))
-            .build()?;
+        let http = HttpClient::new(
+            GuardedResolver::new(resolver, Some(policy.clone())),
+            CONNECT_TIMEOUT,
+            max_idle_per_host,
+            Duration::from_secs(30),
+        )?;
         Ok(WebhookClient {
             http,
             policy,
@@ -411,54 +350,139 @@ impl WebhookClient {
     }
 
     /// POSTs `body` to `url` and reads the answer, all under the whole-request timeout.
+    ///
+    /// As Go's client does for Mattermost: `Accept-Encoding: gzip` with the answer decoded,
+    /// up to [`MAX_REDIRECTS`] redirects followed (301/302/303 turn the POST into a GET
+    /// without a body, 307/308 repeat it; `Referer` set, except from https to http), every
+    /// target checked against the SSRF policy before it is connected to.
     pub async fn send(
         &self,
-        url: &reqwest::Url,
+        url: &Url,
         content_type: ContentType,
         body: Bytes,
     ) -> Result<WebhookAnswer, DeliveryError> {
-        if let Some((host, ip)) = literal_ip(url) {
-            if !self.policy.allows(&host, ip) {
-                return Err(DeliveryError::Refused(format!(
-                    "{ip} is an untrusted internal address"
-                )));
-            }
-        }
         let mime = match content_type {
             ContentType::Form => "application/x-www-form-urlencoded",
             ContentType::Json => "application/json",
         };
-        let request = self
-            .http
-            .post(url.clone())
-            .header(http::header::CONTENT_TYPE, mime)
-            .header(http::header::ACCEPT, "application/json")
-            .body(body);
-        let exchange = async {
-            let mut response = request.send().await.map_err(classify)?;
-            let status = response.status().as_u16();
-            let mut buf = Vec::new();
-            while let Some(chunk) = response.chunk().await.map_err(classify)? {
-                let room = MAX_RESPONSE_BYTES + 1 - buf.len();
-                buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                if buf.len() > MAX_RESPONSE_BYTES {
-                    // Stop reading: the decoder treats a body over the cap as an error.
-                    break;
+        // Boxed: the exchange's state (request, answer, body reader) is kilobytes, and every
+        // task that awaits a delivery would otherwise carry and move it inline.
+        let exchange = Box::pin(async {
+            let mut url = url.clone();
+            // `None` once a redirect turned the POST into a GET.
+            let mut body = Some(body);
+            let mut referer: Option<String> = None;
+            let mut redirects = 0;
+            loop {
+                self.check_literal(&url)?;
+                let request = build_request(&url, mime, body.as_ref(), referer.as_deref())?;
+                let response = self.http.send(request).await.map_err(classify)?;
+                let status = response.status();
+                if let Some(next) = redirect_target(&response, &url) {
+                    redirects += 1;
+                    if redirects > MAX_REDIRECTS {
+                        return Err(DeliveryError::Http(format!(
+                            "stopped after {MAX_REDIRECTS} redirects"
+                        )));
+                    }
+                    if matches!(status.as_u16(), 301..=303) {
+                        body = None;
+                    }
+                    referer = make_referer(&next, &url);
+                    url = next;
+                    continue;
                 }
+                let gzip = response
+                    .headers()
+                    .get(http::header::CONTENT_ENCODING)
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+                let body = read_capped(response.into_body(), MAX_RESPONSE_BYTES + 1, gzip)
+                    .await
+                    .map_err(|e| DeliveryError::Http(e.to_string()))?;
+                return Ok(WebhookAnswer {
+                    status: status.as_u16(),
+                    body,
+                });
             }
-            Ok(WebhookAnswer {
-                status,
-                body: Bytes::from(buf),
-            })
-        };
+        });
         match tokio::time::timeout(self.timeout, exchange).await {
             Ok(result) => result,
             Err(_) => Err(DeliveryError::Timeout(self.timeout)),
         }
     }
+
+    /// IP-literal hosts never reach the resolver: the policy is applied here.
+    fn check_literal(&self, url: &Url) -> Result<(), DeliveryError> {
+        match literal_ip(url) {
+            Some((host, ip)) if !self.policy.allows(&host, ip) => Err(DeliveryError::Refused(
+                format!("{ip} is an untrusted internal address"),
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
-fn literal_ip(url: &reqwest::Url) -> Option<(String, IpAddr)> {
+/// The request for one hop: POST with the payload, or GET after a 301/302/303.
+fn build_request(
+    url: &Url,
+    mime: &str,
+    body: Option<&Bytes>,
+    referer: Option<&str>,
+) -> Result<http::Request<crate::client::Body>, DeliveryError> {
+    let uri: http::Uri = url
+        .as_str()
+        .parse()
+        .map_err(|e| DeliveryError::Http(format!("unusable URL: {e}")))?;
+    let mut request = http::Request::builder()
+        .method(if body.is_some() {
+            http::Method::POST
+        } else {
+            http::Method::GET
+        })
+        .uri(uri)
+        .header(http::header::USER_AGENT, USER_AGENT)
+        .header(http::header::ACCEPT, "application/json")
+        .header(http::header::ACCEPT_ENCODING, "gzip");
+    if body.is_some() {
+        request = request.header(http::header::CONTENT_TYPE, mime);
+    }
+    if let Some(r) = referer {
+        request = request.header(http::header::REFERER, r);
+    }
+    request
+        .body(crate::client::Body::new(body.cloned().unwrap_or_default()))
+        .map_err(|e| DeliveryError::Http(format!("unusable request: {e}")))
+}
+
+/// Where a redirect answer points, when it is one to follow: 301, 302, 303, 307 or 308 with
+/// a `Location` that resolves against `from` to an http(s) URL. Anything else is the answer.
+fn redirect_target<B>(response: &http::Response<B>, from: &Url) -> Option<Url> {
+    if !matches!(response.status().as_u16(), 301..=303 | 307 | 308) {
+        return None;
+    }
+    let location = response
+        .headers()
+        .get(http::header::LOCATION)?
+        .to_str()
+        .ok()?;
+    let next = from.join(location).ok()?;
+    matches!(next.scheme(), "http" | "https").then_some(next)
+}
+
+/// The `Referer` of a redirected request: the previous URL without credentials and
+/// fragment; none from https to http (Go and reqwest alike).
+fn make_referer(next: &Url, previous: &Url) -> Option<String> {
+    if next.scheme() == "http" && previous.scheme() == "https" {
+        return None;
+    }
+    let mut r = previous.clone();
+    let _ = r.set_username("");
+    let _ = r.set_password(None);
+    r.set_fragment(None);
+    Some(r.into())
+}
+
+fn literal_ip(url: &Url) -> Option<(String, IpAddr)> {
     match url.host()? {
         url::Host::Ipv4(a) => Some((a.to_string(), IpAddr::V4(a))),
         url::Host::Ipv6(a) => Some((a.to_string(), IpAddr::V6(a))),
@@ -466,16 +490,11 @@ fn literal_ip(url: &reqwest::Url) -> Option<(String, IpAddr)> {
     }
 }
 
-fn classify(e: reqwest::Error) -> DeliveryError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-    while let Some(s) = source {
-        if let Some(r) = s.downcast_ref::<RefusedAddress>() {
-            return DeliveryError::Refused(r.0.clone());
-        }
-        source = s.source();
+fn classify(e: hyper_util::client::legacy::Error) -> DeliveryError {
+    if let Some(r) = refused(&e) {
+        return DeliveryError::Refused(r.0.clone());
     }
-    // reqwest's Display names the URL; strip the query, which may carry a secret.
-    DeliveryError::Http(e.without_url().to_string())
+    DeliveryError::Http(describe(&e))
 }
 
 #[cfg(test)]
@@ -619,14 +638,15 @@ mod tests {
     /// What the guarded resolver hands the connector, for an answer of `ips` (no connection
     /// is ever made here).
     async fn guarded(ips: &[&str], allowed: &[AllowEntry]) -> Result<Vec<IpAddr>, String> {
-        use reqwest::dns::Resolve;
+        use hyper_util::client::legacy::connect::dns::Name;
         use std::str::FromStr;
-        let g = GuardedResolver {
-            inner: Arc::new(Fixed(ips.iter().map(|s| s.parse().unwrap()).collect())),
-            policy: Arc::new(AddressPolicy::new(allowed)),
-        };
-        let name = reqwest::dns::Name::from_str("hooks.example.test").unwrap();
-        match g.resolve(name).await {
+        use tower_service::Service;
+        let mut g = GuardedResolver::new(
+            Arc::new(Fixed(ips.iter().map(|s| s.parse().unwrap()).collect())),
+            Some(Arc::new(AddressPolicy::new(allowed))),
+        );
+        let name = Name::from_str("hooks.example.test").unwrap();
+        match g.call(name).await {
             Ok(addrs) => Ok(addrs.map(|a| a.ip()).collect()),
             Err(e) => Err(e.to_string()),
         }

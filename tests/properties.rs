@@ -234,7 +234,7 @@ fn hook_config(h: &HookSpec) -> HookConfig {
         channel_id: h.channel.map(String::from),
         trigger_words: h.words.clone(),
         trigger_when: h.when,
-        callback_urls: vec![reqwest::Url::parse("http://x.example/").unwrap()],
+        callback_urls: vec![url::Url::parse("http://x.example/").unwrap()],
         content_type: ContentType::Form,
         token: "t".into(),
         username: String::new(),

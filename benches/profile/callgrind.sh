@@ -14,7 +14,7 @@
 set -euo pipefail
 DUR=${1:-10}
 TARGET=${CARGO_TARGET_DIR:-$(cd "$(dirname "$0")/../.." && pwd)/target}
-POSTHOOK=$TARGET/release/posthook
+POSTHOOK=${POSTHOOK:-$TARGET/release/posthook}   # POSTHOOK=/path/to/posthook compares another build
 BENCH=$(ls -t "$TARGET"/release/deps/load-* 2>/dev/null | grep -v '\.d$' | head -1 || true)
 OUT=${OUT:-/tmp/posthook-callgrind}
 for tool in valgrind callgrind_control callgrind_annotate wrk nginx; do
