@@ -15,7 +15,7 @@ use posthook::proxy::Proxy;
 use posthook::rules::HookIndex;
 use posthook::slack::go_key_matches;
 use posthook::stats::Stats;
-use posthook::webhook::{AddressPolicy, SystemResolver, WebhookClient};
+use posthook::webhook::{SystemResolver, WebhookClient};
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
@@ -52,21 +52,10 @@ fn fixture() -> &'static Fixture {
             .unwrap_or_else(|e| panic!("fuzz config: {e}"));
         let stats = Arc::new(Stats::default());
         let index = Arc::new(HookIndex::new(&config.hooks));
-        let mm = MattermostClient::new(
-            &config.upstream.base_url,
-            &config.bot_token,
-            config.limits.lookup_timeout,
-            config.limits.lookup_cache_ttl,
-            config.limits.lookup_cache_max_entries,
-            stats.clone(),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        let webhooks = WebhookClient::new(
-            AddressPolicy::new(&config.settings.allowed_untrusted_internal_connections),
-            Arc::new(SystemResolver),
-            config.settings.outgoing_integration_requests_timeout,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let mm = MattermostClient::from_config(&config, stats.clone())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let webhooks = WebhookClient::from_config(&config, Arc::new(SystemResolver))
+            .unwrap_or_else(|e| panic!("{e}"));
         // The dispatcher is dropped: nothing here submits a job.
         let (_dispatcher, handle) = Dispatcher::new(
             &config,
