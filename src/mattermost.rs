@@ -115,7 +115,7 @@ impl MattermostClient {
         stats: Arc<Stats>,
     ) -> Result<MattermostClient, ApiError> {
         let l = &config.limits;
-        let mut client = MattermostClient::new(
+        let inner = Inner::new(
             &config.upstream.base_url,
             &config.bot_token,
             l.lookup_timeout,
@@ -124,10 +124,12 @@ impl MattermostClient {
             l.max_idle_connections_per_host,
             stats,
         )?;
-        if let Some(inner) = Arc::get_mut(&mut client.inner) {
-            inner.max_answer_bytes = l.max_decoded_body_bytes;
-        }
-        Ok(client)
+        Ok(MattermostClient {
+            inner: Arc::new(Inner {
+                max_answer_bytes: l.max_decoded_body_bytes,
+                ..inner
+            }),
+        })
     }
 
     /// A client for `base_url` (no trailing slash) authenticating with `bot_token`, keeping
@@ -141,38 +143,17 @@ impl MattermostClient {
         max_idle: usize,
         stats: Arc<Stats>,
     ) -> Result<MattermostClient, ApiError> {
-        let http = HttpClient::new(
-            GuardedResolver::new(Arc::new(SystemResolver), None),
-            timeout.min(Duration::from_secs(5)),
+        let inner = Inner::new(
+            base_url,
+            bot_token,
+            timeout,
+            cache_ttl,
+            cache_max_entries,
             max_idle,
-            Duration::from_secs(90),
-        )
-        .map_err(|e| ApiError::Transport(describe(e.as_ref())))?;
-        fn cache<V: Clone + Send + Sync + 'static, K>(ttl: Duration, max: u64) -> Cache<K, V>
-        where
-            K: std::hash::Hash + Eq + Send + Sync + 'static,
-        {
-            Cache::builder().max_capacity(max).time_to_live(ttl).build()
-        }
-        let create_post_url: http::Uri = format!("{base_url}{REPLY_PATH}")
-            .parse()
-            .map_err(|e| ApiError::Transport(format!("bad Mattermost URL: {e}")))?;
-        let auth = http::HeaderValue::try_from(format!("Bearer {bot_token}"))
-            .map_err(|_| ApiError::Transport("the bot token is not a valid header value".into()))?;
+            stats,
+        )?;
         Ok(MattermostClient {
-            inner: Arc::new(Inner {
-                http,
-                base_url: base_url.to_string(),
-                create_post_url,
-                auth,
-                timeout,
-                max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
-                stats,
-                channels: cache(cache_ttl, cache_max_entries),
-                teams: cache(cache_ttl, cache_max_entries),
-                users: cache(cache_ttl, cache_max_entries),
-                me: cache(cache_ttl.max(Duration::from_secs(300)), 1),
-            }),
+            inner: Arc::new(inner),
         })
     }
 
@@ -401,6 +382,52 @@ impl MattermostClient {
             return Err(app_error(status.as_u16(), &body));
         }
         serde_json::from_slice(&body).map_err(|e| ApiError::Decode(e.to_string()))
+    }
+}
+
+impl Inner {
+    /// The client's state, with answers bounded at [`DEFAULT_MAX_ANSWER_BYTES`]
+    /// ([`MattermostClient::from_config`] sets the configured bound instead).
+    fn new(
+        base_url: &str,
+        bot_token: &str,
+        timeout: Duration,
+        cache_ttl: Duration,
+        cache_max_entries: u64,
+        max_idle: usize,
+        stats: Arc<Stats>,
+    ) -> Result<Inner, ApiError> {
+        let http = HttpClient::new(
+            GuardedResolver::new(Arc::new(SystemResolver), None),
+            timeout.min(Duration::from_secs(5)),
+            max_idle,
+            Duration::from_secs(90),
+        )
+        .map_err(|e| ApiError::Transport(describe(e.as_ref())))?;
+        fn cache<V: Clone + Send + Sync + 'static, K>(ttl: Duration, max: u64) -> Cache<K, V>
+        where
+            K: std::hash::Hash + Eq + Send + Sync + 'static,
+        {
+            Cache::builder().max_capacity(max).time_to_live(ttl).build()
+        }
+        let create_post_url: http::Uri = format!("{base_url}{REPLY_PATH}")
+            .parse()
+            .map_err(|e| ApiError::Transport(format!("bad Mattermost URL: {e}")))?;
+        let auth = http::HeaderValue::try_from(format!("Bearer {bot_token}"))
+            .map_err(|_| ApiError::Transport("the bot token is not a valid header value".into()))?;
+        Ok(Inner {
+            http,
+            base_url: base_url.to_string(),
+            create_post_url,
+            auth,
+            timeout,
+            max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
+            stats,
+            channels: cache(cache_ttl, cache_max_entries),
+            teams: cache(cache_ttl, cache_max_entries),
+            users: cache(cache_ttl, cache_max_entries),
+            me: cache(cache_ttl.max(Duration::from_secs(300)), 1),
+        })
     }
 }
 

@@ -7,6 +7,7 @@
 //! unless the admin allowed them; the check runs on the resolved addresses the connection is
 //! made to (and on IP-literal hosts and redirect targets), so a DNS answer cannot slip past.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -368,7 +369,8 @@ impl WebhookClient {
         // Boxed: the exchange's state (request, answer, body reader) is kilobytes, and every
         // task that awaits a delivery would otherwise carry and move it inline.
         let exchange = Box::pin(async {
-            let mut url = url.clone();
+            // Owned only once a redirect points elsewhere.
+            let mut url: Cow<'_, Url> = Cow::Borrowed(url);
             // `None` once a redirect turned the POST into a GET.
             let mut body = Some(body);
             let mut referer: Option<String> = None;
@@ -389,7 +391,7 @@ impl WebhookClient {
                         body = None;
                     }
                     referer = make_referer(&next, &url);
-                    url = next;
+                    url = Cow::Owned(next);
                     continue;
                 }
                 let gzip = response

@@ -17,7 +17,7 @@ use posthook::config::{AllowEntry, ContentType};
 use posthook::mattermost::MattermostClient;
 use posthook::stats::Stats;
 use posthook::webhook::{
-    AddressPolicy, DeliveryError, Resolver, WebhookClient, MAX_RESPONSE_BYTES,
+    AddressPolicy, DeliveryError, Resolver, WebhookAnswer, WebhookClient, MAX_RESPONSE_BYTES,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -38,6 +38,13 @@ impl Resolver for Loopback {
 fn client() -> WebhookClient {
     let policy = AddressPolicy::new(&[AllowEntry::Net("127.0.0.1/32".parse().unwrap())]);
     WebhookClient::new(policy, Arc::new(Loopback), Duration::from_secs(5), 8).unwrap()
+}
+
+/// The webhook client POSTing the test's form payload to `url`.
+async fn post_form(url: &Url) -> Result<WebhookAnswer, DeliveryError> {
+    client()
+        .send(url, ContentType::Form, Bytes::from(PAYLOAD))
+        .await
 }
 
 /// One request as it arrived: head (request line and headers, as sent) and body.
@@ -173,14 +180,7 @@ async fn the_request_is_the_one_gos_client_sends() {
         answer("200 OK", &[("Content-Type", "application/json")], b"{}")
     }))
     .await;
-    let got = client()
-        .send(
-            &ep.url("/hook?key=v%20x"),
-            ContentType::Form,
-            Bytes::from(PAYLOAD),
-        )
-        .await
-        .unwrap();
+    let got = post_form(&ep.url("/hook?key=v%20x")).await.unwrap();
     assert_eq!((got.status, &got.body[..]), (200, &b"{}"[..]));
     let seen = ep.seen();
     assert_eq!(seen.len(), 1);
@@ -232,10 +232,7 @@ async fn a_gzip_answer_is_decoded_and_bounded() {
         answer("200 OK", &[("Content-Encoding", "gzip")], &gzip(reply))
     }))
     .await;
-    let got = client()
-        .send(&ep.url("/"), ContentType::Form, Bytes::from(PAYLOAD))
-        .await
-        .unwrap();
+    let got = post_form(&ep.url("/")).await.unwrap();
     assert_eq!(&got.body[..], &reply[..]);
 
     // 8 MiB of JSON in a few KiB of gzip: decoding stops one byte past the bound, which the
@@ -248,10 +245,7 @@ async fn a_gzip_answer_is_decoded_and_bounded() {
         answer("200 OK", &[("Content-Encoding", "gzip")], &bomb)
     }))
     .await;
-    let got = client()
-        .send(&ep.url("/"), ContentType::Form, Bytes::from(PAYLOAD))
-        .await
-        .unwrap();
+    let got = post_form(&ep.url("/")).await.unwrap();
     assert_eq!(got.body.len(), MAX_RESPONSE_BYTES + 1);
     assert!(got.body.starts_with(b"{\"text\":\"aaaa"));
 
@@ -263,9 +257,7 @@ async fn a_gzip_answer_is_decoded_and_bounded() {
             answer("200 OK", &[("Content-Encoding", "gzip")], &body)
         }))
         .await;
-        let got = client()
-            .send(&ep.url("/"), ContentType::Form, Bytes::from(PAYLOAD))
-            .await;
+        let got = post_form(&ep.url("/")).await;
         assert!(matches!(got, Err(DeliveryError::Http(_))), "{got:?}");
     }
 }
@@ -291,10 +283,7 @@ fn redirector(status: &'static str) -> Responder {
 #[tokio::test]
 async fn see_other_turns_the_post_into_a_get_and_307_repeats_it() {
     let ep = Endpoint::start(redirector("303 See Other")).await;
-    let got = client()
-        .send(&ep.url("/r/1"), ContentType::Form, Bytes::from(PAYLOAD))
-        .await
-        .unwrap();
+    let got = post_form(&ep.url("/r/1")).await.unwrap();
     assert_eq!(&got.body[..], br#"{"text":"GET"}"#);
     let seen = ep.seen();
     assert_eq!(seen[1].request_line(), "GET /r/0 HTTP/1.1");
@@ -310,10 +299,7 @@ async fn see_other_turns_the_post_into_a_get_and_307_repeats_it() {
     );
 
     let ep = Endpoint::start(redirector("307 Temporary Redirect")).await;
-    let got = client()
-        .send(&ep.url("/r/2"), ContentType::Form, Bytes::from(PAYLOAD))
-        .await
-        .unwrap();
+    let got = post_form(&ep.url("/r/2")).await.unwrap();
     assert_eq!(&got.body[..], br#"{"text":"POST"}"#);
     for r in ep.seen() {
         assert!(r.request_line().starts_with("POST "), "{}", r.head);
@@ -324,17 +310,12 @@ async fn see_other_turns_the_post_into_a_get_and_307_repeats_it() {
 #[tokio::test]
 async fn ten_redirects_are_followed_and_the_eleventh_is_an_error() {
     let ep = Endpoint::start(redirector("302 Found")).await;
-    let got = client()
-        .send(&ep.url("/r/10"), ContentType::Form, Bytes::from(PAYLOAD))
-        .await
-        .unwrap();
+    let got = post_form(&ep.url("/r/10")).await.unwrap();
     assert_eq!(&got.body[..], br#"{"text":"GET"}"#);
     assert_eq!(ep.seen().len(), 11);
 
     let ep = Endpoint::start(redirector("308 Permanent Redirect")).await;
-    let got = client()
-        .send(&ep.url("/r/11"), ContentType::Form, Bytes::from(PAYLOAD))
-        .await;
+    let got = post_form(&ep.url("/r/11")).await;
     match got {
         Err(DeliveryError::Http(e)) => assert!(e.contains("10 redirects"), "{e}"),
         other => panic!("{other:?}"),
@@ -343,10 +324,7 @@ async fn ten_redirects_are_followed_and_the_eleventh_is_an_error() {
 
     // A 3xx without a usable Location is the answer itself.
     let ep = Endpoint::start(Arc::new(|_, _| answer("302 Found", &[], b""))).await;
-    let got = client()
-        .send(&ep.url("/"), ContentType::Form, Bytes::from(PAYLOAD))
-        .await
-        .unwrap();
+    let got = post_form(&ep.url("/")).await.unwrap();
     assert_eq!(got.status, 302);
 }
 
@@ -358,9 +336,7 @@ async fn a_redirect_to_an_internal_address_is_refused_before_connecting() {
         answer("307 Temporary Redirect", &[("Location", &to)], b"")
     }))
     .await;
-    let got = client()
-        .send(&ep.url("/"), ContentType::Form, Bytes::from(PAYLOAD))
-        .await;
+    let got = post_form(&ep.url("/")).await;
     assert!(matches!(got, Err(DeliveryError::Refused(_))), "{got:?}");
     assert!(target.seen().is_empty());
 }
@@ -377,9 +353,7 @@ async fn https_callbacks_speak_tls_with_the_host_name() {
         buf
     });
     let url = Url::parse(&format!("https://secure-hooks.test:{port}/hook")).unwrap();
-    let got = client()
-        .send(&url, ContentType::Form, Bytes::from(PAYLOAD))
-        .await;
+    let got = post_form(&url).await;
     assert!(matches!(got, Err(DeliveryError::Http(_))), "{got:?}");
     let hello = hello.await.unwrap();
     assert_eq!(&hello[..2], &[0x16, 0x03], "a TLS handshake record");

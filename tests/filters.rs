@@ -109,14 +109,22 @@ impl Fixture {
 
     /// Runs `request_filter` on a session that read `head`; it must never answer by itself.
     async fn request(&self, head: &str) -> (Session, Ctx) {
-        let mut session = session(head).await;
+        self.filter(session(head).await).await
+    }
+
+    /// Runs `request_filter` on `session`; it must never answer by itself.
+    async fn filter(&self, mut session: Session) -> (Session, Ctx) {
         let mut ctx = self.proxy.new_ctx();
         let responded = self
             .proxy
             .request_filter(&mut session, &mut ctx)
             .await
             .unwrap();
-        assert!(!responded, "request_filter answered by itself: {head:?}");
+        assert!(
+            !responded,
+            "request_filter answered by itself: {:?}",
+            session.req_header().uri
+        );
         (session, ctx)
     }
 
@@ -975,13 +983,7 @@ async fn x_forwarded_for_is_added_and_nothing_else_is_touched() {
             set_client_addr(&mut session, peer);
         }
         let before = session.req_header().clone();
-        let mut ctx = fx.proxy.new_ctx();
-        let responded = fx
-            .proxy
-            .request_filter(&mut session, &mut ctx)
-            .await
-            .unwrap();
-        assert!(!responded, "{what}: request_filter answered by itself");
+        let (mut session, mut ctx) = fx.filter(session).await;
         // Pingora sends upstream a copy of the request as the filters left it.
         let mut upstream = session.req_header().clone();
         fx.proxy
