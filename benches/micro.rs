@@ -138,12 +138,13 @@ fn main() {
         )]
         .into();
         let text = "<!channel> build <https://ci.example.com/b/42|#42> passed for <@rnina6ed6fdudqxrbpcbpbwcka> — see <https://ci.example.com|CI>";
-        let out =
-            posthook::slack::apply_text_links(&posthook::slack::process_slack_text(text, &users));
+        let out = posthook::reply::slack::apply_text_links(
+            &posthook::reply::slack::process_slack_text(text, &users),
+        );
         assert_eq!(out, "@channel build [#42](https://ci.example.com/b/42) passed for @alice — see [CI](https://ci.example.com)");
         let ns = measure(budget, || {
-            let t = posthook::slack::process_slack_text(black_box(text), &users);
-            black_box(posthook::slack::apply_text_links(&t));
+            let t = posthook::reply::slack::process_slack_text(black_box(text), &users);
+            black_box(posthook::reply::slack::apply_text_links(&t));
         });
         println!("| slack/translate message | {ns:.0} |");
     }

@@ -19,29 +19,45 @@ use pingora::services::background::{background_service, BackgroundService};
 use thiserror::Error;
 
 use crate::config::Config;
-use crate::dispatch::{AnswerSink, Dispatcher, IdleProbe};
+use crate::dispatch::{Dispatcher, IdleProbe};
 use crate::live::{restart_only_changes, Live, LiveConfig};
-use crate::mattermost::MattermostClient;
+use crate::mattermost::{ApiError, MattermostClient};
 use crate::metrics::MetricsApp;
+use crate::net::guard::{BoxError, Resolver, SystemResolver};
 use crate::proxy::Proxy;
+use crate::reply::{AnswerSink, Poster};
 use crate::stats::Stats;
-use crate::webhook::{Resolver, SystemResolver};
 
 /// Why the server could not be built.
 #[derive(Debug, Error)]
 pub enum BuildError {
-    #[error("HTTP client: {0}")]
-    Client(String),
+    #[error("Mattermost client: {0}")]
+    Mattermost(#[source] ApiError),
+    #[error("webhook client: {0}")]
+    Webhooks(#[source] BoxError),
     #[error("listen {addr}: cannot listen: {error}")]
     Listen {
         addr: std::net::SocketAddr,
+        #[source]
         error: std::io::Error,
     },
     #[error("metrics_listen {addr}: cannot listen: {error}")]
     MetricsListen {
         addr: std::net::SocketAddr,
+        #[source]
         error: std::io::Error,
     },
+    #[error("cannot start the server thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// Why a reload was rejected (the running configuration stays).
+#[derive(Debug, Error)]
+pub enum ReloadError {
+    #[error("webhook client: {0}")]
+    Webhooks(#[source] BoxError),
+    #[error("reload state poisoned by an earlier panic")]
+    Poisoned,
 }
 
 /// Replaceable parts, for tests.
@@ -88,14 +104,13 @@ impl Handle {
 
     /// Swaps in the hooks and settings of `new` atomically. Returns the names of the changed
     /// sections that only a restart applies (they keep their running values).
-    pub fn reload(&self, new: &Config) -> Result<Vec<&'static str>, String> {
-        let live = Live::build(new, self.reload.resolver.clone())
-            .map_err(|e| format!("HTTP client: {e}"))?;
+    pub fn reload(&self, new: &Config) -> Result<Vec<&'static str>, ReloadError> {
+        let live = Live::build(new, self.reload.resolver.clone()).map_err(ReloadError::Webhooks)?;
         let mut current = self
             .reload
             .current
             .lock()
-            .map_err(|_| "reload state poisoned".to_string())?;
+            .map_err(|_| ReloadError::Poisoned)?;
         let restart_only = restart_only_changes(&current, new);
         self.reload.live.store(Arc::new(live));
         *current = new.without_hooks();
@@ -116,21 +131,25 @@ pub fn build(config: &Config, options: Options) -> Result<(Server, Handle), Buil
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mm = MattermostClient::from_config(config, stats.clone())
-        .map_err(|e| BuildError::Client(e.to_string()))?;
+    let mm =
+        MattermostClient::from_config(config, stats.clone()).map_err(BuildError::Mattermost)?;
     let live = Live::build(config, options.resolver.clone())
-        .map_err(|e| BuildError::Client(e.to_string()))?
+        .map_err(BuildError::Webhooks)?
         .shared();
     let sink = match options.answer_sink {
         Some(s) => s,
-        None => Arc::new(crate::poster::Poster::with_live(
-            live.clone(),
-            mm.clone(),
-            stats.clone(),
-        )),
+        None => {
+            // Replies follow the reply settings of the snapshot in force when the answer arrives.
+            let settings = live.clone();
+            Arc::new(Poster::new(
+                move || settings.load().reply,
+                mm.clone(),
+                stats.clone(),
+            ))
+        }
     };
 
-    let (dispatcher, handle) = Dispatcher::with_live(config, live.clone(), mm, stats.clone(), sink);
+    let (dispatcher, handle) = Dispatcher::new(config, live.clone(), mm, stats.clone(), sink);
     let idle = dispatcher.idle_probe();
     if let Some(addr) = config.metrics_listen {
         // Pingora binds in the service's own thread and only panics there when it cannot:
@@ -145,7 +164,7 @@ pub fn build(config: &Config, options: Options) -> Result<(Server, Handle), Buil
         addr: config.listen,
         error,
     })?;
-    let proxy = Proxy::with_live(config, live.clone(), handle, stats.clone());
+    let proxy = Proxy::new(config, live.clone(), handle, stats.clone());
     let in_flight = proxy.in_flight();
     let mut service = pingora::proxy::http_proxy_service(&server.configuration, proxy);
     service.add_tcp(&config.listen.to_string());
@@ -309,7 +328,7 @@ pub fn spawn(config: &Config, options: Options) -> Result<Running, BuildError> {
                 shutdown_signal: Box::new(signal),
             })
         })
-        .map_err(|e| BuildError::Client(e.to_string()))?;
+        .map_err(BuildError::Thread)?;
     Ok(Running {
         handle,
         stop: Some(tx),

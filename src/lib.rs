@@ -7,39 +7,56 @@
 //!            dispatch (bounded queue) ─► rules ─► webhook ──► reply (bot token)
 //! ```
 //!
-//! Data flows config → rules → proxy (observe) → dispatch (queue) → webhook (call) →
-//! reply (translate) → mattermost (look-ups, post).
-//!
 //! # Layout
-//! - [`config`]: YAML file model, `${NAME}` substitution, validation with file:line:col errors.
-//! - [`rules`]: first-word extraction and the compiled hook index (pure).
-//! - [`proxy`]: the Pingora `ProxyHttp`: passthrough, observation, fail-open.
-//! - [`dispatch`]: background service: bounded queue, look-ups, concurrent deliveries.
-//! - [`webhook`]: byte-exact payload encoding and the SSRF-guarded HTTP client.
-//! - [`poster`]: posts the replies through the REST API with the bot token.
-//! - [`reply`]: webhook answer decoding and reply building (pure).
-//! - [`slack`]: Slack markup → Mattermost translation (pure).
-//! - [`live`]: the reloadable part of the config (hooks, settings) behind one atomic swap.
-//! - [`client`]: the pooled HTTP/1.1 client (hyper-util, rustls) under [`webhook`] and
-//!   [`mattermost`], with the SSRF-filtering resolver and bounded, gzip-aware answer reads.
-//! - [`mattermost`]: REST client with bounded, coalescing look-up caches.
-//! - [`stats`]: counters for every outcome.
+//!
+//! Data flows config → rules → proxy (observe) → dispatch (queue) → webhook (call) →
+//! reply (translate) → mattermost (look-ups, post). Modules are listed from the top of that
+//! flow's wiring down to the leaves; a module imports only modules listed after it
+//! (`tests/layout.rs` checks that no import runs back up and that no module is circular).
+//!
+//! - [`app`]: wiring: the proxy service, the dispatcher, metrics, the SIGHUP reloader, the
+//!   drain on SIGTERM; the seam the binary, tests and benches use ([`app::build`],
+//!   [`app::spawn`]).
 //! - [`metrics`]: the optional Prometheus endpoint (`metrics_listen`) over [`stats`].
-//! - [`logging`]: the log policy that keeps dependencies' secrets out of the logs.
-//! - [`app`]: wiring; the seam the binary, tests and benches use.
+//! - [`proxy`]: the Pingora `ProxyHttp`: passthrough, observation, fail-open.
+//! - [`dispatch`]: the background service, in stages: admit → resolve channel → match →
+//!   fan out → resolve names → deliver; [`dispatch::queue`] is the bounded hand-over from the
+//!   proxy, `due` the exactly-once accounting, `created` the decoding of the 201.
+//! - [`live`]: the reloadable part of the config (hooks, index, webhook client, reply
+//!   settings) behind one atomic swap.
+//! - [`reply`]: the webhook's answer → reply posts: [`reply::decode`], [`reply::slack`],
+//!   [`reply::build`] (pure) and [`reply::poster`] (I/O; the dispatcher's answer sink).
+//! - [`webhook`]: byte-exact payload encoding and sending, with Go's redirect rules; a
+//!   [`webhook::Delivery`] names one callback request.
+//! - [`rules`]: first-word extraction and the compiled hook index (pure).
+//! - [`mattermost`]: the REST client with bounded, coalescing look-up caches;
+//!   [`mattermost::model`]: Mattermost's own shapes and paths.
+//! - [`net`]: the pooled HTTP client ([`net::client`]) and the SSRF guard ([`net::guard`]).
+//! - [`config`]: the YAML file model ([`config::file`]), validation into [`Config`], errors as
+//!   `FILE:LINE:COL: field: message`.
+//! - [`go`]: Go-compatibility helpers shared by several stages (JSON key folding, QueryEscape,
+//!   JSON string escaping, lossy UTF-8).
+//! - [`stats`]: counters for every outcome; [`logging`]: the log policy that keeps secrets out.
 
 pub mod app;
-pub mod client;
-pub mod config;
+pub mod metrics;
+pub mod proxy;
+
 pub mod dispatch;
 pub mod live;
-pub mod logging;
-pub mod mattermost;
-pub mod metrics;
-pub mod poster;
-pub mod proxy;
+
 pub mod reply;
-pub mod rules;
-pub mod slack;
-pub mod stats;
 pub mod webhook;
+
+pub mod mattermost;
+pub mod rules;
+
+pub mod net;
+
+pub mod config;
+pub mod go;
+pub mod logging;
+pub mod stats;
+
+pub use app::{build, spawn, BuildError, Handle, Options, Running};
+pub use config::{Config, ConfigError};

@@ -11,9 +11,10 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::config::{Config, HookConfig};
+use crate::net::guard::{BoxError, Resolver};
 use crate::reply::ReplySettings;
 use crate::rules::HookIndex;
-use crate::webhook::{Resolver, WebhookClient};
+use crate::webhook::WebhookClient;
 
 /// One consistent snapshot of the reloadable configuration.
 pub struct Live {
@@ -28,19 +29,12 @@ pub type LiveConfig = Arc<ArcSwap<Live>>;
 
 impl Live {
     /// Builds the reloadable part of `config`.
-    pub fn build(
-        config: &Config,
-        resolver: Arc<dyn Resolver>,
-    ) -> Result<Live, crate::client::BoxError> {
+    pub fn build(config: &Config, resolver: Arc<dyn Resolver>) -> Result<Live, BoxError> {
         Ok(Live {
             hooks: config.hooks.iter().cloned().map(Arc::new).collect(),
             index: HookIndex::new(&config.hooks),
             webhooks: WebhookClient::from_config(config, resolver)?,
-            reply: ReplySettings {
-                enable_post_username_override: config.settings.enable_post_username_override,
-                enable_post_icon_override: config.settings.enable_post_icon_override,
-                max_post_size: config.settings.max_post_size,
-            },
+            reply: ReplySettings::from(&config.settings),
         })
     }
 
@@ -65,10 +59,10 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.bot_token != new.bot_token {
         changed.push("bot_token");
     }
-    if format!("{:?}", old.server) != format!("{:?}", new.server) {
+    if old.server != new.server {
         changed.push("server");
     }
-    if format!("{:?}", old.limits) != format!("{:?}", new.limits) {
+    if old.limits != new.limits {
         changed.push("limits");
     }
     changed

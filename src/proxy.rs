@@ -8,7 +8,6 @@
 //! waiting. Every phase fails open: posthook's own problems are logged and counted, never
 //! turned into an error for the user.
 
-use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -25,41 +24,22 @@ use serde::Deserialize;
 
 use crate::config::Config;
 use crate::dispatch::{BodyEncoding, DispatchHandle, Job};
+use crate::go;
 use crate::live::LiveConfig;
-use crate::rules::HookIndex;
-use crate::slack::go_key_matches;
+use crate::mattermost::model::{PostRequest, POSTS_PATH};
 use crate::stats::Stats;
-
-/// The path whose `POST` creates a post.
-pub const POSTS_PATH: &str = "/api/v4/posts";
 
 /// The proxy application: immutable, shared by every request.
 pub struct Proxy {
     peer: HttpPeer,
-    index: IndexSource,
+    /// The hooks' index, from the live snapshot (a reload swaps it between requests).
+    live: LiveConfig,
     /// Proxied requests in flight (websocket sessions aside), for a shutdown that ends as
     /// soon as they are done.
     in_flight: Arc<AtomicUsize>,
     dispatch: DispatchHandle,
     stats: Arc<Stats>,
     max_inspected: usize,
-}
-
-/// Where the proxy reads the hook index from.
-enum IndexSource {
-    /// A fixed index (no reloads).
-    Fixed(Arc<HookIndex>),
-    /// The live, reloadable snapshot.
-    Live(LiveConfig),
-}
-
-impl IndexSource {
-    fn with<R>(&self, f: impl FnOnce(&HookIndex) -> R) -> R {
-        match self {
-            IndexSource::Fixed(index) => f(index),
-            IndexSource::Live(live) => f(&live.load().index),
-        }
-    }
 }
 
 /// Per-request state.
@@ -90,98 +70,12 @@ impl Ctx {
     }
 }
 
-/// What the request-side decision needs from the post being created, read the way
-/// Mattermost's Go decoder reads it: keys match case-insensitively (Go's folding) and the
-/// last of duplicate keys wins; other members are skipped without being built.
-#[derive(Default)]
-struct PostRequest<'a> {
-    channel_id: Cow<'a, str>,
-    message: Cow<'a, str>,
-}
-
-/// A string that borrows from the input when it has no escapes.
-struct Text<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Text<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Text<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<Text<'de>, E> {
-                Ok(Text(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> std::result::Result<Text<'de>, E> {
-                Ok(Text(Cow::Owned(v.to_string())))
-            }
-            fn visit_string<E>(self, v: String) -> std::result::Result<Text<'de>, E> {
-                Ok(Text(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
-impl<'de> Deserialize<'de> for PostRequest<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = PostRequest<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a post object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> std::result::Result<PostRequest<'de>, A::Error> {
-                let mut post = PostRequest::default();
-                while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
-                    let slot = if go_key_matches(&key, "channel_id") {
-                        &mut post.channel_id
-                    } else if go_key_matches(&key, "message") {
-                        &mut post.message
-                    } else {
-                        map.next_value::<serde::de::IgnoredAny>()?;
-                        continue;
-                    };
-                    // Go leaves a field alone for `null`.
-                    if let Some(Text(v)) = map.next_value::<Option<Text<'de>>>()? {
-                        *slot = v;
-                    }
-                }
-                Ok(post)
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
-
 impl Proxy {
-    /// Builds the proxy for `config`, sharing `index` and the dispatcher's queue.
+    /// Builds the proxy for `config` on the live, reloadable hooks (see [`crate::live`]),
+    /// handing created posts to `dispatch`.
     pub fn new(
         config: &Config,
-        index: Arc<HookIndex>,
-        dispatch: DispatchHandle,
-        stats: Arc<Stats>,
-    ) -> Proxy {
-        Proxy::build(config, IndexSource::Fixed(index), dispatch, stats)
-    }
-
-    /// Builds the proxy on the live, reloadable hooks (see [`crate::live`]).
-    pub fn with_live(
-        config: &Config,
         live: LiveConfig,
-        dispatch: DispatchHandle,
-        stats: Arc<Stats>,
-    ) -> Proxy {
-        Proxy::build(config, IndexSource::Live(live), dispatch, stats)
-    }
-
-    fn build(
-        config: &Config,
-        index: IndexSource,
         dispatch: DispatchHandle,
         stats: Arc<Stats>,
     ) -> Proxy {
@@ -196,7 +90,7 @@ impl Proxy {
         peer.options.total_connection_timeout = Some(config.server.upstream_connect_timeout);
         Proxy {
             peer,
-            index,
+            live,
             in_flight: Arc::new(AtomicUsize::new(0)),
             dispatch,
             stats,
@@ -217,23 +111,24 @@ impl Proxy {
     /// else unreadable is refused by Mattermost too.
     pub fn request_could_match(&self, body: &[u8]) -> bool {
         let err = match first_value::<PostRequest>(body) {
-            Ok(p) => {
-                return self
-                    .index
-                    .with(|i| i.could_match(&p.channel_id, &p.message))
-            }
+            Ok(p) => return self.could_match(&p),
             Err(e) => e,
         };
         if std::str::from_utf8(body).is_err() {
-            let text = go_lossy(body);
+            let text = go::lossy_utf8(body);
             if let Ok(p) = first_value::<PostRequest>(text.as_bytes()) {
-                return self
-                    .index
-                    .with(|i| i.could_match(&p.channel_id, &p.message));
+                return self.could_match(&p);
             }
         }
         let msg = err.to_string();
         msg.contains("surrogate") || msg.contains("hex escape")
+    }
+
+    fn could_match(&self, post: &PostRequest<'_>) -> bool {
+        self.live
+            .load()
+            .index
+            .could_match(&post.channel_id, &post.message)
     }
 
     /// Hands the created post to the dispatcher, never waiting: the whole 201 when it was read,
@@ -260,27 +155,6 @@ impl Proxy {
         }
         copy.extend_from_slice(chunk);
         true
-    }
-}
-
-/// `body` with every byte that is not part of valid UTF-8 replaced by U+FFFD, one per byte,
-/// as Go's decoder repairs strings (Rust's `from_utf8_lossy` puts one per invalid sequence).
-fn go_lossy(body: &[u8]) -> String {
-    let mut out = String::with_capacity(body.len() + 16);
-    let mut rest = body;
-    loop {
-        match std::str::from_utf8(rest) {
-            Ok(valid) => {
-                out.push_str(valid);
-                return out;
-            }
-            Err(e) => {
-                let (valid, after) = rest.split_at(e.valid_up_to());
-                out.push_str(std::str::from_utf8(valid).unwrap_or_default());
-                out.push(char::REPLACEMENT_CHARACTER);
-                rest = after.get(1..).unwrap_or_default();
-            }
-        }
     }
 }
 
@@ -395,7 +269,7 @@ impl ProxyHttp for Proxy {
         let req = session.req_header();
         ctx.watching = req.method == http::Method::POST
             && req.uri.path() == POSTS_PATH
-            && !self.index.with(HookIndex::is_empty)
+            && !self.live.load().index.is_empty()
             // A compressed request body cannot be inspected cheaply; Mattermost does not
             // accept one either.
             && !req.headers.contains_key(http::header::CONTENT_ENCODING);

@@ -5,12 +5,15 @@
 //! `QueryEscape`), [`Payload::to_json`] Go's `json.Marshal` (field order, HTML escaping). The
 //! client refuses callback addresses that are loopback, private, link-local or unspecified
 //! unless the admin allowed them; the check runs on the resolved addresses the connection is
-//! made to (and on IP-literal hosts and redirect targets), so a DNS answer cannot slip past.
+//! made to (see [`crate::net::guard`]) and on IP-literal hosts and redirect targets here, so a
+//! DNS answer cannot slip past.
+//!
+//! A [`Delivery`] names one callback request (hook, post, host): the unit that the dispatcher
+//! accounts for and that the reply stage answers.
 
 use std::borrow::Cow;
-use std::future::Future;
+use std::fmt;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,12 +21,17 @@ use bytes::Bytes;
 use thiserror::Error;
 use url::Url;
 
-use crate::client::{describe, read_capped, refused, BoxError, GuardedResolver, HttpClient};
-use crate::config::{AllowEntry, ContentType};
+use crate::config::{Config, ContentType, HookConfig};
+use crate::go::{json_string_into, query_escape_into};
+use crate::mattermost::model::CreatedPost;
+use crate::net::client::{describe, read_capped, refused, Body, HttpClient};
+use crate::net::guard::{AddressPolicy, BoxError, GuardedResolver, Resolver};
 
 /// `User-Agent` Mattermost's transport forces on integration requests.
 pub const USER_AGENT: &str = "Mattermost-Bot/1.1";
-pub use crate::reply::MAX_RESPONSE_BYTES;
+/// Mattermost reads at most this many bytes of a webhook response
+/// (`MaxIntegrationResponseSize`); a JSON value that does not end within them is an error.
+pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 /// Mattermost's connect (and TLS handshake) timeout for integration requests.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Go's `http.Client` follows at most this many redirects.
@@ -123,70 +131,9 @@ impl Payload<'_> {
 }
 
 fn push_go_json_field(out: &mut String, key: &str, value: &str) {
-    go_json_string_into(out, key);
+    json_string_into(out, key);
     out.push(':');
-    go_json_string_into(out, value);
-}
-
-/// Go's `url.QueryEscape`: unreserved `A-Z a-z 0-9 - _ . ~` kept, space as `+`, every other
-/// byte of the UTF-8 encoding as `%XX` with upper-case hex.
-pub fn query_escape_into(out: &mut String, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &b in s.as_bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            b' ' => out.push('+'),
-            _ => {
-                out.push('%');
-                out.push(HEX[(b >> 4) as usize] as char);
-                out.push(HEX[(b & 15) as usize] as char);
-            }
-        }
-    }
-}
-
-/// A JSON string as Go's `encoding/json` writes it with HTML escaping on (Go ≥ 1.22):
-/// `\"` `\\` `\n` `\r` `\t` `\b` `\f`, other control bytes as `\u00xx` (lower-case hex),
-/// `<` `>` `&` as `\u003c` `\u003e` `\u0026`, U+2028/U+2029 escaped, everything else raw.
-pub fn go_json_string_into(out: &mut String, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push('"');
-    let mut start = 0;
-    for (i, c) in s.char_indices() {
-        let esc: Option<&str> = match c {
-            '"' => Some("\\\""),
-            '\\' => Some("\\\\"),
-            '\n' => Some("\\n"),
-            '\r' => Some("\\r"),
-            '\t' => Some("\\t"),
-            '\u{8}' => Some("\\b"),
-            '\u{c}' => Some("\\f"),
-            '<' => Some("\\u003c"),
-            '>' => Some("\\u003e"),
-            '&' => Some("\\u0026"),
-            '\u{2028}' => Some("\\u2028"),
-            '\u{2029}' => Some("\\u2029"),
-            _ => None,
-        };
-        if esc.is_none() && (c as u32) >= 0x20 {
-            continue;
-        }
-        out.push_str(&s[start..i]);
-        match esc {
-            Some(e) => out.push_str(e),
-            None => {
-                let b = c as u8;
-                out.push_str("\\u00");
-                out.push(HEX[(b >> 4) as usize] as char);
-                out.push(HEX[(b & 15) as usize] as char);
-            }
-        }
-        start = i + c.len_utf8();
-    }
-    out.push_str(&s[start..]);
-    out.push('"');
+    json_string_into(out, value);
 }
 
 /// Why a callback request did not produce a response body.
@@ -210,98 +157,58 @@ pub struct WebhookAnswer {
     pub body: Bytes,
 }
 
-/// Whether `ip` is in a range Mattermost refuses for integrations unless allowed
-/// (its `reservedIPRanges`: RFC 6890 "this network", private, loopback, link-local,
-/// unique-local, unspecified). IPv4-mapped IPv6 addresses are judged as the IPv4 address.
-pub fn is_internal(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            o[0] == 0
-                || o[0] == 10
-                || o[0] == 127
-                || (o[0] == 169 && o[1] == 254)
-                || (o[0] == 172 && (16..=31).contains(&o[1]))
-                || (o[0] == 192 && o[1] == 168)
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_internal(IpAddr::V4(v4));
-            }
-            let s = v6.segments();
-            v6.is_unspecified()
-                || v6.is_loopback()
-                || (s[0] & 0xfe00) == 0xfc00
-                || (s[0] & 0xffc0) == 0xfe80
+/// One webhook request that got an answer, with what a reply needs to know.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub post: Arc<CreatedPost>,
+    pub hook_index: usize,
+    pub hook: Arc<HookConfig>,
+    pub callback_host: String,
+}
+
+impl Delivery {
+    /// `hook=0 name="Build" post=… host=…`: the fields that open every delivery and reply
+    /// log line. Only the callback's host is ever shown, never its URL (a query may carry a
+    /// secret), and never the hook's token.
+    pub fn log_fields(&self) -> LogFields<'_> {
+        LogFields(self)
+    }
+}
+
+#[cfg(test)]
+impl Delivery {
+    /// A delivery of hook 0 ("Build it", callback `http://ci.example/h?secret=s`, token `t`)
+    /// for post `post1`.
+    pub(crate) fn sample() -> Delivery {
+        let config = Config::from_yaml(
+            "t.yaml",
+            "listen: \"127.0.0.1:1\"\nupstream: \"http://127.0.0.1:2\"\nbot_token: b\nhooks:\n  - display_name: \"Build it\"\n    trigger_words: [a]\n    callback_urls: [\"http://ci.example/h?secret=s\"]\n    token: t\n",
+            &|_| None,
+        )
+        .unwrap();
+        Delivery {
+            post: Arc::new(CreatedPost {
+                id: "post1".into(),
+                ..Default::default()
+            }),
+            hook_index: 0,
+            hook: Arc::new(config.hooks[0].clone()),
+            callback_host: "ci.example".into(),
         }
     }
 }
 
-/// The SSRF policy: which internal destinations the admin allowed.
-#[derive(Debug, Clone, Default)]
-pub struct AddressPolicy {
-    allowed_hosts: Vec<String>,
-    allowed_nets: Vec<ipnet::IpNet>,
-}
+/// See [`Delivery::log_fields`].
+pub struct LogFields<'a>(&'a Delivery);
 
-impl AddressPolicy {
-    /// Builds the policy from `allowed_untrusted_internal_connections`.
-    pub fn new(entries: &[AllowEntry]) -> AddressPolicy {
-        let mut p = AddressPolicy::default();
-        for e in entries {
-            match e {
-                AllowEntry::Host(h) => p.allowed_hosts.push(h.to_ascii_lowercase()),
-                AllowEntry::Net(n) => p.allowed_nets.push(*n),
-            }
-        }
-        p
-    }
-
-    /// Whether a connection to `ip`, reached through host name `host`, is allowed.
-    pub fn allows(&self, host: &str, ip: IpAddr) -> bool {
-        if !is_internal(ip) {
-            return true;
-        }
-        let host = host.trim_end_matches('.');
-        if self
-            .allowed_hosts
-            .iter()
-            .any(|h| h.eq_ignore_ascii_case(host))
-        {
-            return true;
-        }
-        let canonical = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        self.allowed_nets
-            .iter()
-            .any(|n| n.contains(&ip) || n.contains(&canonical))
-    }
-}
-
-/// Resolves a host name to addresses; replaceable in tests.
-pub trait Resolver: Send + Sync + 'static {
-    /// All addresses of `host`, in the order they should be tried.
-    fn lookup(
-        &self,
-        host: String,
-    ) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<IpAddr>>> + Send>>;
-}
-
-/// The system resolver (getaddrinfo through tokio).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemResolver;
-
-impl Resolver for SystemResolver {
-    fn lookup(
-        &self,
-        host: String,
-    ) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<IpAddr>>> + Send>> {
-        Box::pin(async move {
-            let addrs = tokio::net::lookup_host((host.as_str(), 0)).await?;
-            Ok(addrs.map(|a| a.ip()).collect())
-        })
+impl fmt::Display for LogFields<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.0;
+        write!(
+            f,
+            "hook={} name={:?} post={} host={}",
+            d.hook_index, d.hook.display_name, d.post.id, d.callback_host
+        )
     }
 }
 
@@ -317,7 +224,7 @@ impl WebhookClient {
     /// The client `config` describes (its SSRF allow list, timeout and idle connection bound),
     /// resolving names with `resolver`.
     pub fn from_config(
-        config: &crate::config::Config,
+        config: &Config,
         resolver: Arc<dyn Resolver>,
     ) -> Result<WebhookClient, BoxError> {
         WebhookClient::new(
@@ -430,7 +337,7 @@ fn build_request(
     mime: &str,
     body: Option<&Bytes>,
     referer: Option<&str>,
-) -> Result<http::Request<crate::client::Body>, DeliveryError> {
+) -> Result<http::Request<Body>, DeliveryError> {
     let uri: http::Uri = url
         .as_str()
         .parse()
@@ -452,7 +359,7 @@ fn build_request(
         request = request.header(http::header::REFERER, r);
     }
     request
-        .body(crate::client::Body::new(body.cloned().unwrap_or_default()))
+        .body(Body::new(body.cloned().unwrap_or_default()))
         .map_err(|e| DeliveryError::Http(format!("unusable request: {e}")))
 }
 
@@ -534,28 +441,6 @@ mod tests {
     }
 
     #[test]
-    fn form_values_use_go_query_escape() {
-        let rows: &[(&str, &str)] = &[
-            ("a b", "a+b"),
-            ("A-Z_a.z~09", "A-Z_a.z~09"),
-            (",", "%2C"),
-            ("*", "%2A"),
-            ("'", "%27"),
-            ("\n", "%0A"),
-            ("é", "%C3%A9"),
-            ("a&b=c+d", "a%26b%3Dc%2Bd"),
-            ("100%", "100%25"),
-            ("/?#", "%2F%3F%23"),
-            ("😀", "%F0%9F%98%80"),
-        ];
-        for (input, want) in rows {
-            let mut out = String::new();
-            query_escape_into(&mut out, input);
-            assert_eq!(out, *want, "escaping {input:?}");
-        }
-    }
-
-    #[test]
     fn form_timestamp_is_truncated_seconds() {
         let p = Payload {
             create_at_ms: 1445532266999,
@@ -563,26 +448,6 @@ mod tests {
         };
         assert!(p.to_form().contains("&timestamp=1445532266&"));
         assert!(p.to_json().contains(",\"timestamp\":1445532266999,"));
-    }
-
-    #[test]
-    fn json_strings_escape_like_go() {
-        let rows: &[(&str, &str)] = &[
-            ("<b>&</b>", r#""\u003cb\u003e\u0026\u003c/b\u003e""#),
-            ("a\"b\\c", r#""a\"b\\c""#),
-            ("\n\r\t", r#""\n\r\t""#),
-            ("\u{8}\u{c}", r#""\b\f""#),
-            ("\u{1}\u{1f}", r#""\u0001\u001f""#),
-            ("\u{7f}", "\"\u{7f}\""),
-            ("\u{2028}\u{2029}", r#""\u2028\u2029""#),
-            ("é日本😀", "\"é日本😀\""),
-            ("", r#""""#),
-        ];
-        for (input, want) in rows {
-            let mut out = String::new();
-            go_json_string_into(&mut out, input);
-            assert_eq!(out, *want, "encoding {input:?}");
-        }
     }
 
     #[test]
@@ -597,110 +462,8 @@ mod tests {
     }
 
     #[test]
-    fn internal_ranges_are_mattermosts() {
-        let rows: &[(&str, bool)] = &[
-            ("127.0.0.1", true),
-            ("127.255.0.9", true),
-            ("10.1.2.3", true),
-            ("172.16.0.1", true),
-            ("172.31.255.255", true),
-            ("172.32.0.1", false),
-            ("192.168.1.1", true),
-            ("169.254.169.254", true),
-            ("0.0.0.0", true),
-            ("8.8.8.8", false),
-            ("93.184.216.34", false),
-            ("::1", true),
-            ("::", true),
-            ("fe80::1", true),
-            ("fc00::1", true),
-            ("fd12:3456::1", true),
-            ("::ffff:127.0.0.1", true),
-            ("::ffff:10.0.0.1", true),
-            ("::ffff:8.8.8.8", false),
-            ("2001:4860:4860::8888", false),
-        ];
-        for (ip, want) in rows {
-            assert_eq!(is_internal(ip.parse().unwrap()), *want, "{ip}");
-        }
-    }
-
-    struct Fixed(Vec<IpAddr>);
-
-    impl Resolver for Fixed {
-        fn lookup(
-            &self,
-            _host: String,
-        ) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<IpAddr>>> + Send>> {
-            let v = self.0.clone();
-            Box::pin(async move { Ok(v) })
-        }
-    }
-
-    /// What the guarded resolver hands the connector, for an answer of `ips` (no connection
-    /// is ever made here).
-    async fn guarded(ips: &[&str], allowed: &[AllowEntry]) -> Result<Vec<IpAddr>, String> {
-        use hyper_util::client::legacy::connect::dns::Name;
-        use std::str::FromStr;
-        use tower_service::Service;
-        let mut g = GuardedResolver::new(
-            Arc::new(Fixed(ips.iter().map(|s| s.parse().unwrap()).collect())),
-            Some(Arc::new(AddressPolicy::new(allowed))),
-        );
-        let name = Name::from_str("hooks.example.test").unwrap();
-        match g.call(name).await {
-            Ok(addrs) => Ok(addrs.map(|a| a.ip()).collect()),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-
-    #[tokio::test]
-    async fn guarded_resolver_hands_over_only_allowed_addresses() {
-        let internal = [
-            "10.0.0.1",
-            "172.16.5.4",
-            "192.168.0.1",
-            "169.254.169.254",
-            "0.0.0.0",
-            "127.0.0.1",
-            "::1",
-            "::",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:10.1.1.1",
-            "::ffff:169.254.169.254",
-        ];
-        for ip in internal {
-            let got = guarded(&[ip], &[]).await;
-            assert!(got.is_err(), "{ip} must be refused, got {got:?}");
-        }
-        let got = guarded(&["10.0.0.1", "93.184.216.34", "fe80::1"], &[]).await;
-        assert_eq!(
-            got.unwrap(),
-            vec!["93.184.216.34".parse::<IpAddr>().unwrap()]
-        );
-        let allowed = [AllowEntry::Net("10.0.0.0/8".parse().unwrap())];
-        let got = guarded(&["10.0.0.1", "192.168.0.1"], &allowed).await;
-        assert_eq!(got.unwrap(), vec!["10.0.0.1".parse::<IpAddr>().unwrap()]);
-        let by_name = [AllowEntry::Host("hooks.example.test".into())];
-        let got = guarded(&["192.168.0.1"], &by_name).await;
-        assert_eq!(got.unwrap(), vec!["192.168.0.1".parse::<IpAddr>().unwrap()]);
-    }
-
-    #[test]
-    fn allow_list_by_host_and_cidr() {
-        let p = AddressPolicy::new(&[
-            AllowEntry::Host("ci.internal".into()),
-            AllowEntry::Net("10.0.0.0/8".parse().unwrap()),
-        ]);
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert!(p.allows("CI.internal", ip("192.168.1.5")), "host match");
-        assert!(p.allows("other", ip("10.9.9.9")), "CIDR match");
-        assert!(
-            p.allows("other", ip("::ffff:10.9.9.9")),
-            "mapped v4 in CIDR"
-        );
-        assert!(!p.allows("other", ip("192.168.1.5")), "not allowed");
-        assert!(p.allows("public", ip("8.8.8.8")), "public always allowed");
+    fn log_fields_show_the_host_and_never_the_url_or_token() {
+        let shown = Delivery::sample().log_fields().to_string();
+        assert_eq!(shown, "hook=0 name=\"Build it\" post=post1 host=ci.example");
     }
 }

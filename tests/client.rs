@@ -15,10 +15,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use posthook::config::{AllowEntry, ContentType};
 use posthook::mattermost::MattermostClient;
+use posthook::net::{AddressPolicy, Resolver};
 use posthook::stats::Stats;
-use posthook::webhook::{
-    AddressPolicy, DeliveryError, Resolver, WebhookAnswer, WebhookClient, MAX_RESPONSE_BYTES,
-};
+use posthook::webhook::{DeliveryError, WebhookAnswer, WebhookClient, MAX_RESPONSE_BYTES};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use url::Url;

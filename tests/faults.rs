@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use harness::*;
 use posthook::app::{Handle, Options};
+use posthook::net::Resolver;
 use posthook::stats::Snapshot;
-use posthook::webhook::Resolver;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};

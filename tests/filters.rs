@@ -30,12 +30,13 @@ use pingora::protocols::SocketDigest;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::{Error, ErrorType};
 use posthook::config::Config;
-use posthook::dispatch::{Dispatcher, LogAnswers};
+use posthook::dispatch::Dispatcher;
+use posthook::live::Live;
 use posthook::mattermost::MattermostClient;
+use posthook::net::SystemResolver;
 use posthook::proxy::{add_forwarded_headers, app_error_body, Ctx, Proxy};
-use posthook::rules::HookIndex;
+use posthook::reply::LogAnswers;
 use posthook::stats::{Snapshot, Stats};
-use posthook::webhook::{SystemResolver, WebhookClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A channel that the channel-only hook is bound to.
@@ -84,18 +85,18 @@ impl Fixture {
         let config =
             Config::from_yaml("t.yaml", &text, &|_| None).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let stats = Arc::new(Stats::default());
-        let index = Arc::new(HookIndex::new(&config.hooks));
         let mm = MattermostClient::from_config(&config, stats.clone()).unwrap();
-        let webhooks = WebhookClient::from_config(&config, Arc::new(SystemResolver)).unwrap();
+        let live = Live::build(&config, Arc::new(SystemResolver))
+            .unwrap()
+            .shared();
         let (dispatcher, handle) = Dispatcher::new(
             &config,
-            index.clone(),
+            live.clone(),
             mm,
-            webhooks,
             stats.clone(),
             Arc::new(LogAnswers),
         );
-        let proxy = Proxy::new(&config, index, handle, stats.clone());
+        let proxy = Proxy::new(&config, live, handle, stats.clone());
         Fixture {
             proxy,
             stats,

@@ -17,22 +17,26 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 
 use posthook::config::{Config, ContentType, HookConfig, TriggerWhen};
-use posthook::dispatch::{Dispatcher, LogAnswers};
+use posthook::dispatch::Dispatcher;
+use posthook::go::{json_string_into, query_escape_into};
+use posthook::live::Live;
 use posthook::mattermost::MattermostClient;
+use posthook::net::SystemResolver;
 use posthook::proxy::Proxy;
-use posthook::reply::{
-    build_reply_posts, decode_response, DecodeError, HookInfo, ReplySettings, TriggerPost,
-    WebhookResponse, MAX_RESPONSE_BYTES,
-};
-use posthook::rules::{first_word, HookIndex};
-use posthook::slack::{
+use posthook::reply::slack::{
     apply_attachment_links, apply_text_links, expand_announcements, go_fmt_v,
     parse_slack_attachments, process_attachments, process_slack_text, referenced_user_ids,
     replace_user_ids, user_ids_in,
 };
+use posthook::reply::LogAnswers;
+use posthook::reply::{
+    build_reply_posts, decode_response, DecodeError, HookInfo, ReplySettings, TriggerPost,
+    WebhookResponse,
+};
+use posthook::rules::{first_word, HookIndex};
 use posthook::stats::Stats;
-use posthook::webhook::{go_json_string_into, query_escape_into, Payload};
-use posthook::webhook::{SystemResolver, WebhookClient};
+use posthook::webhook::Payload;
+use posthook::webhook::MAX_RESPONSE_BYTES;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -597,7 +601,7 @@ proptest! {
         query_escape_into(&mut q, &s);
         prop_assert_eq!(q, format!("prefix{}", model_query_escape(&s)));
         let mut j = String::new();
-        go_json_string_into(&mut j, &s);
+        json_string_into(&mut j, &s);
         prop_assert_eq!(&j, &model_go_json(&s));
         prop_assert_eq!(serde_json::from_str::<String>(&j).unwrap(), s);
     }
@@ -1224,17 +1228,18 @@ fn proxy_fixture() -> &'static ProxyFixture {
         let stats = Arc::new(Stats::default());
         let index = Arc::new(HookIndex::new(&config.hooks));
         let mm = MattermostClient::from_config(&config, stats.clone()).unwrap();
-        let webhooks = WebhookClient::from_config(&config, Arc::new(SystemResolver)).unwrap();
+        let live = Live::build(&config, Arc::new(SystemResolver))
+            .unwrap()
+            .shared();
         // Nothing is submitted here; the dispatcher is not needed.
         let (_dispatcher, handle) = Dispatcher::new(
             &config,
-            index.clone(),
+            live.clone(),
             mm,
-            webhooks,
             stats.clone(),
             Arc::new(LogAnswers),
         );
-        let proxy = Proxy::new(&config, index.clone(), handle, stats);
+        let proxy = Proxy::new(&config, live, handle, stats);
         ProxyFixture { proxy, index }
     })
 }
@@ -1258,8 +1263,8 @@ proptest! {
         let mut members: Vec<(String, Value)> = extra
             .into_iter()
             .filter(|(k, _)| {
-                !posthook::slack::go_key_matches(k, "channel_id")
-                    && !posthook::slack::go_key_matches(k, "message")
+                !posthook::go::key_matches(k, "channel_id")
+                    && !posthook::go::key_matches(k, "message")
             })
             .collect();
         let c = (channel_key.to_string(), Value::String(channel.clone()));
@@ -1387,7 +1392,7 @@ proptest! {
     ) {
         let nest = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
         let post = format!(r#"{{"id":"p","channel_id":"c","message":"m","props":{{"{key}":{nest}}}}}"#);
-        let created = serde_json::from_str::<posthook::dispatch::CreatedPost>(&post);
+        let created = serde_json::from_str::<posthook::mattermost::model::CreatedPost>(&post);
         prop_assert!(created.is_ok(), "depth {}: {:?}", depth, created.err());
     }
 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use harness::*;
 use posthook::app::Options;
-use posthook::webhook::Resolver;
+use posthook::net::Resolver;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 

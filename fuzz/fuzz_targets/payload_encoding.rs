@@ -6,7 +6,8 @@ use std::fmt;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use posthook::webhook::{go_json_string_into, query_escape_into, Payload};
+use posthook::go::{json_string_into, query_escape_into};
+use posthook::webhook::Payload;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
@@ -170,7 +171,7 @@ fuzz_target!(|input: Input| {
         query_escape_into(&mut q, v);
         assert_eq!(q, model_query_escape(v));
         let mut j = String::new();
-        go_json_string_into(&mut j, v);
+        json_string_into(&mut j, v);
         assert_eq!(j, model_go_json(v));
     }
 });

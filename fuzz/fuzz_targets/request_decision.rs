@@ -9,13 +9,15 @@ use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
 use posthook::config::Config;
-use posthook::dispatch::{Dispatcher, LogAnswers};
+use posthook::dispatch::Dispatcher;
+use posthook::live::Live;
+use posthook::reply::LogAnswers;
 use posthook::mattermost::MattermostClient;
 use posthook::proxy::Proxy;
 use posthook::rules::HookIndex;
-use posthook::slack::go_key_matches;
+use posthook::go::key_matches;
 use posthook::stats::Stats;
-use posthook::webhook::{SystemResolver, WebhookClient};
+use posthook::net::SystemResolver;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
@@ -54,18 +56,11 @@ fn fixture() -> &'static Fixture {
         let index = Arc::new(HookIndex::new(&config.hooks));
         let mm = MattermostClient::from_config(&config, stats.clone())
             .unwrap_or_else(|e| panic!("{e}"));
-        let webhooks = WebhookClient::from_config(&config, Arc::new(SystemResolver))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let live = Live::build(&config, Arc::new(SystemResolver)).unwrap_or_else(|e| panic!("{e}")).shared();
         // The dispatcher is dropped: nothing here submits a job.
-        let (_dispatcher, handle) = Dispatcher::new(
-            &config,
-            index.clone(),
-            mm,
-            webhooks,
-            stats.clone(),
-            Arc::new(LogAnswers),
-        );
-        let proxy = Proxy::new(&config, index.clone(), handle, stats);
+        let (_dispatcher, handle) =
+            Dispatcher::new(&config, live.clone(), mm, stats.clone(), Arc::new(LogAnswers));
+        let proxy = Proxy::new(&config, live, handle, stats);
         Fixture { proxy, index }
     })
 }
@@ -98,9 +93,9 @@ impl<'de> Deserialize<'de> for Ordered {
 fn model(members: &[(String, Value)]) -> Option<(String, String)> {
     let (mut channel, mut message) = (String::new(), String::new());
     for (k, v) in members {
-        let slot = if go_key_matches(k, "channel_id") {
+        let slot = if key_matches(k, "channel_id") {
             &mut channel
-        } else if go_key_matches(k, "message") {
+        } else if key_matches(k, "message") {
             &mut message
         } else {
             continue;

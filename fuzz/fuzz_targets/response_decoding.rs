@@ -13,7 +13,7 @@ use posthook::reply::{
     build_reply_posts, decode_response, DecodeError, HookInfo, ReplySettings, TriggerPost,
     WebhookResponse,
 };
-use posthook::slack::{apply_text_links, process_slack_text};
+use posthook::reply::slack::{apply_text_links, process_slack_text};
 
 type Decoded = Result<Option<WebhookResponse>, DecodeError>;
 

@@ -8,7 +8,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use posthook::reply::{decode_response, DecodeError, WebhookResponse, MAX_RESPONSE_BYTES};
+use posthook::reply::{decode_response, DecodeError, WebhookResponse};
+use posthook::webhook::MAX_RESPONSE_BYTES;
 
 type Decoded = Result<Option<WebhookResponse>, DecodeError>;
 

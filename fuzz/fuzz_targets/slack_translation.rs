@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use posthook::slack::{
+use posthook::reply::slack::{
     apply_attachment_links, apply_text_links, expand_announcements, go_fmt_v,
     parse_slack_attachments, process_attachments, process_slack_text, referenced_user_ids,
     replace_user_ids, user_ids_in,

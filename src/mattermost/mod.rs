@@ -1,5 +1,6 @@
 //! Mattermost: the REST client posthook uses toward the upstream, always with the bot token
-//! (`Authorization: Bearer`), never with a user's credentials.
+//! (`Authorization: Bearer`), never with a user's credentials; [`model`] holds Mattermost's own
+//! shapes and paths.
 //!
 //! Look-ups (channel, team, user, the bot itself) go through bounded caches with expiry;
 //! concurrent look-ups of one key are coalesced into one request, and failures are not cached.
@@ -16,45 +17,18 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::client::{describe, read_capped, GuardedResolver, HttpClient};
-use crate::poster::REPLY_PATH;
+pub mod model;
+
+use crate::config::Config;
+use crate::net::client::{describe, read_capped, Body, HttpClient};
+use crate::net::guard::{GuardedResolver, SystemResolver};
 use crate::stats::Stats;
-use crate::webhook::SystemResolver;
+use model::{is_valid_id, Channel, CreatedPost, Team, User, REPLY_PATH};
 
 /// `User-Agent` of posthook's own calls to Mattermost.
 const CLIENT_USER_AGENT: &str = concat!("posthook/", env!("CARGO_PKG_VERSION"));
 /// Default bound on an answer from Mattermost (`limits.max_decoded_body_bytes` sets it).
 pub const DEFAULT_MAX_ANSWER_BYTES: usize = 4 << 20;
-
-/// A channel, as far as webhooks need it.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct Channel {
-    pub id: String,
-    #[serde(default)]
-    pub team_id: String,
-    /// `O` public, `P` private, `D` direct, `G` group.
-    #[serde(rename = "type", default)]
-    pub channel_type: String,
-    #[serde(default)]
-    pub name: String,
-}
-
-/// A team, as far as webhooks need it.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct Team {
-    pub id: String,
-    /// The URL slug, sent as `team_domain`.
-    #[serde(default)]
-    pub name: String,
-}
-
-/// A user, as far as webhooks need it.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct User {
-    pub id: String,
-    #[serde(default)]
-    pub username: String,
-}
 
 /// Why a call to the upstream failed.
 #[derive(Debug, Error)]
@@ -72,16 +46,6 @@ pub enum ApiError {
     },
     #[error("unexpected answer: {0}")]
     Decode(String),
-}
-
-/// Mattermost ids are 26 lower-case letters and digits; anything that could change the
-/// request path is refused before it reaches a URL.
-pub fn is_valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// The upstream REST client. Cheap to clone.
@@ -110,10 +74,7 @@ struct Inner {
 impl MattermostClient {
     /// The client `config` describes: its upstream, bot token, look-up limits and idle
     /// connection bound.
-    pub fn from_config(
-        config: &crate::config::Config,
-        stats: Arc<Stats>,
-    ) -> Result<MattermostClient, ApiError> {
+    pub fn from_config(config: &Config, stats: Arc<Stats>) -> Result<MattermostClient, ApiError> {
         let l = &config.limits;
         let inner = Inner::new(
             &config.upstream.base_url,
@@ -224,7 +185,7 @@ impl MattermostClient {
     }
 
     /// `GET /api/v4/posts/{id}`, not cached: recovers a created post whose 201 was cut short.
-    pub async fn post(&self, id: &str) -> Result<crate::dispatch::CreatedPost, ApiError> {
+    pub async fn post(&self, id: &str) -> Result<CreatedPost, ApiError> {
         if !is_valid_id(id) {
             return Err(ApiError::InvalidId(id.to_string()));
         }
@@ -347,7 +308,7 @@ impl MattermostClient {
             None => Vec::new(),
         };
         let request = request
-            .body(crate::client::Body::new(bytes.into()))
+            .body(Body::new(bytes.into()))
             .map_err(|e| ApiError::Transport(e.to_string()))?;
         let cap = self.inner.max_answer_bytes;
         // Boxed, as in the webhook client: look-ups and replies await it inside larger tasks.

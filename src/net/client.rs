@@ -1,7 +1,8 @@
 //! The HTTP/1.1 client under webhook deliveries and Mattermost calls: hyper-util's pooled
 //! client; TLS by rustls with the platform's certificate verifier; host names resolved by a
-//! [`Resolver`] whose answers an SSRF policy filters before any connection is made; connect and
-//! TLS handshake under one timeout; answers read up to a bound, gzip decoded inside the bound.
+//! [`GuardedResolver`] whose answers an SSRF policy filters before any connection is made;
+//! connect and TLS handshake under one timeout; answers read up to a bound, gzip decoded inside
+//! the bound.
 //!
 //! posthook used reqwest before. Its per-request layers (a redirect policy that formats and
 //! re-parses every URL even with redirects off, tower retry and redirect futures, header-map
@@ -12,9 +13,8 @@
 use std::error::Error as StdError;
 use std::future::Future;
 use std::io::Write as _;
-use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -22,24 +22,15 @@ use bytes::Bytes;
 use http::Uri;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use thiserror::Error;
 
-use crate::webhook::{AddressPolicy, Resolver};
-
-/// A boxed error, as hyper-util's connector traits want them.
-pub type BoxError = Box<dyn StdError + Send + Sync>;
+use super::guard::{BoxError, GuardedResolver, RefusedAddress};
 
 /// A request body: posthook's bodies are always complete in memory.
 pub type Body = Full<Bytes>;
-
-/// A host name that resolved only to addresses the SSRF policy refuses (or to none).
-#[derive(Debug, Error)]
-#[error("{0}")]
-pub struct RefusedAddress(pub String);
 
 /// Installs rustls' ring provider once (the process default every `ClientConfig` uses).
 pub(crate) fn init_tls() {
@@ -48,54 +39,6 @@ pub(crate) fn init_tls() {
         // Err only means another provider is installed already, which is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
-}
-
-/// Resolves names with `inner` and hands the connector only the addresses `policy` allows, so
-/// nothing can be connected to between the check and the connect (no DNS-rebinding window).
-/// Without a policy (Mattermost itself, which the admin configured) every address passes.
-#[derive(Clone)]
-pub struct GuardedResolver {
-    inner: Arc<dyn Resolver>,
-    policy: Option<Arc<AddressPolicy>>,
-}
-
-impl GuardedResolver {
-    pub fn new(inner: Arc<dyn Resolver>, policy: Option<Arc<AddressPolicy>>) -> GuardedResolver {
-        GuardedResolver { inner, policy }
-    }
-}
-
-impl tower_service::Service<Name> for GuardedResolver {
-    type Response = std::vec::IntoIter<SocketAddr>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, name: Name) -> Self::Future {
-        let inner = self.inner.clone();
-        let policy = self.policy.clone();
-        let host = name.as_str().to_string();
-        Box::pin(async move {
-            let ips = inner.lookup(host.clone()).await?;
-            let allowed: Vec<SocketAddr> = ips
-                .iter()
-                .filter(|ip| policy.as_ref().is_none_or(|p| p.allows(&host, **ip)))
-                .map(|ip| SocketAddr::new(*ip, 0))
-                .collect();
-            if allowed.is_empty() {
-                let why = if ips.is_empty() {
-                    format!("{host} has no address")
-                } else {
-                    format!("{host} resolves only to untrusted internal addresses")
-                };
-                return Err(Box::new(RefusedAddress(why)) as BoxError);
-            }
-            Ok(allowed.into_iter())
-        })
-    }
 }
 
 type Https = hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>;

@@ -1,6 +1,6 @@
 //! Poster: turns a webhook's answer into reply posts on Mattermost (spec §3).
 //!
-//! Decoding and building are pure ([`crate::reply`], [`crate::slack`]); this module adds the
+//! Decoding and building are pure ([`super::decode`], [`super::build`]); this module adds the
 //! I/O around them: the user look-ups that `<@ID>` mentions need, and `POST
 //! /api/v4/posts?set_online=false` with the bot token for each part, in order. A reply is
 //! never retried: a failed part is logged with Mattermost's AppError and counted, and the
@@ -15,16 +15,41 @@ use std::sync::Arc;
 
 use log::{debug, info, warn};
 
-use crate::config::Config;
-use crate::dispatch::{AnswerSink, Delivery};
-use crate::live::LiveConfig;
+use super::build::{build_reply_posts, HookInfo, ReplySettings, TriggerPost};
+use super::decode::decode_response;
 use crate::mattermost::MattermostClient;
-use crate::reply::{build_reply_posts, decode_response, HookInfo, ReplySettings, TriggerPost};
 use crate::stats::Stats;
-use crate::webhook::WebhookAnswer;
+use crate::webhook::{Delivery, WebhookAnswer};
 
-/// Where replies are posted.
-pub const REPLY_PATH: &str = "/api/v4/posts?set_online=false";
+/// Receives every webhook answer. The reply poster implements it.
+pub trait AnswerSink: Send + Sync + 'static {
+    /// Handles `answer` to `delivery`; runs on the dispatcher's runtime.
+    fn handle(
+        &self,
+        delivery: Delivery,
+        answer: WebhookAnswer,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+}
+
+/// A sink that only logs answers (used where reply posting is not wanted).
+pub struct LogAnswers;
+
+impl AnswerSink for LogAnswers {
+    fn handle(
+        &self,
+        delivery: Delivery,
+        answer: WebhookAnswer,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        debug!(
+            "answer to post {} from hook {}: HTTP {}, {} bytes",
+            delivery.post.id,
+            delivery.hook_index,
+            answer.status,
+            answer.body.len()
+        );
+        Box::pin(async {})
+    }
+}
 
 /// The reply poster: the dispatcher's [`AnswerSink`].
 #[derive(Clone)]
@@ -34,48 +59,23 @@ pub struct Poster {
 
 struct Inner {
     mm: MattermostClient,
-    settings: Settings,
+    /// The reply settings in force: a reload changes those of the replies that follow.
+    settings: Box<dyn Fn() -> ReplySettings + Send + Sync>,
     stats: Arc<Stats>,
 }
 
-/// Where the reply settings come from.
-enum Settings {
-    Fixed(ReplySettings),
-    /// The live snapshot: a reload changes the settings of the replies that follow.
-    Live(LiveConfig),
-}
-
-impl Settings {
-    fn get(&self) -> ReplySettings {
-        match self {
-            Settings::Fixed(s) => *s,
-            Settings::Live(live) => live.load().reply,
-        }
-    }
-}
-
 impl Poster {
-    /// A poster with the reply settings of `config`.
-    pub fn new(config: &Config, mm: MattermostClient, stats: Arc<Stats>) -> Poster {
+    /// A poster posting through `mm`, with the reply settings `settings` returns when an answer
+    /// arrives (the live, reloadable ones: see [`crate::app`]).
+    pub fn new(
+        settings: impl Fn() -> ReplySettings + Send + Sync + 'static,
+        mm: MattermostClient,
+        stats: Arc<Stats>,
+    ) -> Poster {
         Poster {
             inner: Arc::new(Inner {
                 mm,
-                settings: Settings::Fixed(ReplySettings {
-                    enable_post_username_override: config.settings.enable_post_username_override,
-                    enable_post_icon_override: config.settings.enable_post_icon_override,
-                    max_post_size: config.settings.max_post_size,
-                }),
-                stats,
-            }),
-        }
-    }
-
-    /// A poster reading the reply settings from the live, reloadable snapshot.
-    pub fn with_live(live: LiveConfig, mm: MattermostClient, stats: Arc<Stats>) -> Poster {
-        Poster {
-            inner: Arc::new(Inner {
-                mm,
-                settings: Settings::Live(live),
+                settings: Box::new(settings),
                 stats,
             }),
         }
@@ -132,7 +132,7 @@ impl Inner {
                 root_id: &post.root_id,
                 channel_id: &post.channel_id,
             },
-            &self.settings.get(),
+            &(self.settings)(),
             &users,
         ) {
             Ok(parts) => parts,

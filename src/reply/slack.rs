@@ -3,7 +3,7 @@
 //! Everything here is pure: user ids are resolved from a map the caller fills beforehand
 //! (see [`referenced_user_ids`]), so one batch look-up serves a whole response.
 //! Attachments stay `serde_json` objects rather than a typed struct so that keys posthook
-//! does not know survive the trip; the decoding half (`Attachments`, used by `reply`) still
+//! does not know survive the trip; the decoding half (`Attachments`, used by [`super::decode`]) still
 //! matches and type-checks the keys Mattermost knows the way Go's `encoding/json` would,
 //! because a mistyped attachment makes Mattermost drop the whole reply.
 
@@ -14,6 +14,8 @@ use std::sync::LazyLock;
 use regex::{Captures, Regex};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
+
+use crate::go;
 
 /// The post type Mattermost gives a reply that carries attachments and no type of its own.
 pub const SLACK_ATTACHMENT_POST_TYPE: &str = "slack_attachment";
@@ -357,27 +359,6 @@ fn collect_user_ids(text: &str, ids: &mut Vec<String>, seen: &mut HashSet<String
     }
 }
 
-/// True when Go's `encoding/json` would bind the object key `key` to a struct field tagged
-/// `field` (an ASCII lower-case name): byte-exact, or equal under Go's case folding
-/// (`unicode.ToUpper(unicode.ToLower(r))`). Folding is ASCII case plus the four non-ASCII
-/// runes that fold onto ASCII letters: KELVIN SIGN → k, LONG S → s, and both Turkish i's → i.
-pub fn go_key_matches(key: &str, field: &str) -> bool {
-    let mut expected = field.bytes();
-    for c in key.chars() {
-        let folded = match c {
-            '\u{212A}' => 'k',
-            '\u{017F}' => 's',
-            '\u{0130}' | '\u{0131}' => 'i',
-            c if c.is_ascii() => c.to_ascii_lowercase(),
-            _ => return false,
-        };
-        if expected.next() != Some(folded as u8) {
-            return false;
-        }
-    }
-    expected.next().is_none()
-}
-
 /// The `attachments` array of a webhook response, decoded the way Mattermost's Go decoder
 /// reads `[]*MessageAttachment`, but kept as JSON.
 ///
@@ -424,18 +405,18 @@ impl<'de> Visitor<'de> for AttachmentVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            if go_key_matches(&key, "id") {
+            if go::key_matches(&key, "id") {
                 if let Some(id) = map.next_value::<Option<i64>>()? {
                     out.insert("id".to_owned(), Value::from(id));
                 }
             } else if let Some(name) = ATTACHMENT_STRING_KEYS
                 .iter()
-                .find(|name| go_key_matches(&key, name))
+                .find(|name| go::key_matches(&key, name))
             {
                 if let Some(s) = map.next_value::<Option<String>>()? {
                     out.insert((*name).to_owned(), Value::String(s));
                 }
-            } else if go_key_matches(&key, "fields") {
+            } else if go::key_matches(&key, "fields") {
                 let fields = map.next_value::<Option<Vec<Option<FieldObject>>>>()?;
                 let fields = fields.map_or(Value::Null, |fields| {
                     Value::Array(
@@ -446,7 +427,7 @@ impl<'de> Visitor<'de> for AttachmentVisitor {
                     )
                 });
                 out.insert("fields".to_owned(), fields);
-            } else if go_key_matches(&key, "actions") {
+            } else if go::key_matches(&key, "actions") {
                 let actions = map.next_value::<Option<Vec<Option<Map<String, Value>>>>>()?;
                 let actions = actions.map_or(Value::Null, |actions| {
                     Value::Array(
@@ -457,7 +438,7 @@ impl<'de> Visitor<'de> for AttachmentVisitor {
                     )
                 });
                 out.insert("actions".to_owned(), actions);
-            } else if go_key_matches(&key, "ts") {
+            } else if go::key_matches(&key, "ts") {
                 out.insert("ts".to_owned(), map.next_value::<Value>()?);
             } else {
                 out.insert(key, map.next_value::<Value>()?);
@@ -487,13 +468,13 @@ impl<'de> Visitor<'de> for FieldVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            if go_key_matches(&key, "title") {
+            if go::key_matches(&key, "title") {
                 if let Some(s) = map.next_value::<Option<String>>()? {
                     out.insert("title".to_owned(), Value::String(s));
                 }
-            } else if go_key_matches(&key, "value") {
+            } else if go::key_matches(&key, "value") {
                 out.insert("value".to_owned(), map.next_value::<Value>()?);
-            } else if go_key_matches(&key, "short") {
+            } else if go::key_matches(&key, "short") {
                 let SlackBool(short) = map.next_value()?;
                 out.insert("short".to_owned(), Value::Bool(short));
             } else {
@@ -917,24 +898,6 @@ mod tests {
             Some(None),
             "null list decodes to None"
         );
-    }
-
-    #[test]
-    fn go_key_folding_covers_go_special_cases() {
-        let rows = [
-            ("text", "text", true),
-            ("TeXt", "text", true),
-            ("icon_url", "icon_url", true),
-            ("\u{0130}con_url", "icon_url", true),
-            ("\u{0131}con_url", "icon_url", true),
-            ("re\u{017F}ponse_type", "response_type", true),
-            ("texts", "text", false),
-            ("tex", "text", false),
-            ("t\u{00e9}xt", "text", false),
-        ];
-        for (key, field, want) in rows {
-            assert_eq!(go_key_matches(key, field), want, "{key} vs {field}");
-        }
     }
 
     #[test]

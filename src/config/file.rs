@@ -1,0 +1,84 @@
+//! The YAML file model: a literal mirror of the file, nothing checked beyond types. Unknown keys
+//! are errors; every value keeps the line and column it was written at, for the errors of
+//! [`super::validate`].
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// A string value with the place it was written at.
+pub type Str = Spanned<String>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    pub listen: Option<Str>,
+    pub metrics_listen: Option<Str>,
+    pub upstream: Option<Str>,
+    pub bot_token: Option<Str>,
+    #[serde(default)]
+    pub settings: Settings,
+    #[serde(default)]
+    pub server: Server,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub hooks: Vec<Spanned<Hook>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub enable_post_username_override: Option<bool>,
+    pub enable_post_icon_override: Option<bool>,
+    pub outgoing_integration_requests_timeout: Option<Spanned<u64>>,
+    pub allowed_untrusted_internal_connections: Option<Vec<Str>>,
+    pub max_post_size: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub threads: Option<Spanned<u64>>,
+    pub grace_period_seconds: Option<Spanned<u64>>,
+    pub graceful_shutdown_timeout_seconds: Option<Spanned<u64>>,
+    pub upstream_connect_timeout_seconds: Option<Spanned<u64>>,
+    pub upstream_keepalive_pool_size: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub max_inspected_body_bytes: Option<Spanned<u64>>,
+    pub max_decoded_body_bytes: Option<Spanned<u64>>,
+    pub queue_capacity: Option<Spanned<u64>>,
+    pub max_concurrent_jobs: Option<Spanned<u64>>,
+    pub max_concurrent_deliveries: Option<Spanned<u64>>,
+    pub max_idle_connections_per_host: Option<Spanned<u64>>,
+    pub lookup_cache_ttl_seconds: Option<Spanned<u64>>,
+    pub lookup_cache_max_entries: Option<Spanned<u64>>,
+    pub lookup_timeout_seconds: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hook {
+    pub display_name: Option<Str>,
+    pub description: Option<Str>,
+    pub team_id: Option<Str>,
+    pub channel_id: Option<Str>,
+    pub trigger_words: Option<Vec<Str>>,
+    pub trigger_when: Option<Spanned<TriggerWhenValue>>,
+    pub callback_urls: Option<Vec<Str>>,
+    pub content_type: Option<Str>,
+    pub token: Option<Str>,
+    pub username: Option<Str>,
+    pub icon_url: Option<Str>,
+}
+
+/// `exact`, `starts_with`, or Mattermost's numeric `0` / `1`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum TriggerWhenValue {
+    Number(i64),
+    Name(String),
+}

@@ -1,0 +1,193 @@
+//! Configuration: the YAML file model, `${NAME}` substitution and validation into the
+//! immutable [`Config`] the rest of posthook runs on.
+//!
+//! Two layers, as in river: [`file`] mirrors the YAML (unknown keys are errors, every string keeps
+//! its line and column), and [`Config`] is what survives validation: parsed addresses, URLs,
+//! durations and compiled hooks. The proxy never sees a raw config string. Every error names the
+//! file, line, column and field, e.g.
+//! `posthook.yaml:12:5: hooks[1].callback_urls[0]: not an http(s) URL`.
+
+mod error;
+pub mod file;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+pub use error::ConfigError;
+
+/// How a hook's trigger words are compared with a post's first word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TriggerWhen {
+    /// Mattermost `0`: the first word equals a trigger word.
+    Exact,
+    /// Mattermost `1`: the first word starts with a trigger word.
+    StartsWith,
+}
+
+/// The payload encoding a hook asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentType {
+    /// `application/x-www-form-urlencoded` (anything but `application/json`, as in Mattermost).
+    Form,
+    /// `application/json`.
+    Json,
+}
+
+/// One validated outgoing webhook.
+#[derive(Clone)]
+pub struct HookConfig {
+    pub display_name: String,
+    pub description: String,
+    pub team_id: Option<String>,
+    pub channel_id: Option<String>,
+    pub trigger_words: Vec<String>,
+    pub trigger_when: TriggerWhen,
+    pub callback_urls: Vec<url::Url>,
+    pub content_type: ContentType,
+    pub token: String,
+    pub username: String,
+    pub icon_url: String,
+}
+
+impl fmt::Debug for HookConfig {
+    // Hand-written so that the hook token never reaches a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HookConfig")
+            .field("display_name", &self.display_name)
+            .field("team_id", &self.team_id)
+            .field("channel_id", &self.channel_id)
+            .field("trigger_words", &self.trigger_words)
+            .field("trigger_when", &self.trigger_when)
+            .field("callback_urls", &self.callback_urls.len())
+            .field("content_type", &self.content_type)
+            .field("token", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// An entry of `allowed_untrusted_internal_connections`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowEntry {
+    /// A host name (compared case-insensitively with the callback URL's host).
+    Host(String),
+    /// An address range; a single address is a /32 or /128.
+    Net(IpNet),
+}
+
+/// Mattermost's `ServiceSettings` that posthook honours.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub enable_post_username_override: bool,
+    pub enable_post_icon_override: bool,
+    pub outgoing_integration_requests_timeout: Duration,
+    pub allowed_untrusted_internal_connections: Vec<AllowEntry>,
+    pub max_post_size: usize,
+}
+
+/// Pingora's own server settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    pub threads: usize,
+    pub grace_period: Duration,
+    pub graceful_shutdown_timeout: Duration,
+    pub upstream_connect_timeout: Duration,
+    pub upstream_keepalive_pool_size: usize,
+}
+
+/// Bounds on every buffer, queue, task set and cache posthook keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub max_inspected_body_bytes: usize,
+    pub max_decoded_body_bytes: usize,
+    pub queue_capacity: usize,
+    pub max_concurrent_jobs: usize,
+    pub max_concurrent_deliveries: usize,
+    /// Idle keep-alive connections kept per webhook host, and to Mattermost for look-ups and
+    /// replies: at least the usual concurrency, so that connections are reused, not churned.
+    pub max_idle_connections_per_host: usize,
+    pub lookup_cache_ttl: Duration,
+    pub lookup_cache_max_entries: u64,
+    pub lookup_timeout: Duration,
+}
+
+/// The upstream Mattermost server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// `http://host:port` or `https://host:port`, no trailing slash: the REST base.
+    pub base_url: String,
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+/// The whole validated configuration.
+#[derive(Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Where `GET /metrics` is served (Prometheus text format); `None`: no endpoint.
+    pub metrics_listen: Option<SocketAddr>,
+    pub upstream: Upstream,
+    pub bot_token: String,
+    pub settings: Settings,
+    pub server: ServerSettings,
+    pub limits: Limits,
+    pub hooks: Vec<HookConfig>,
+}
+
+impl Config {
+    /// A copy of everything but the hooks: what a running posthook keeps to compare a reload
+    /// against (the hooks themselves live in the swappable snapshot, see [`crate::live`]).
+    /// With 10 000 hooks a full copy is several MiB kept for nothing.
+    pub fn without_hooks(&self) -> Config {
+        Config {
+            listen: self.listen,
+            metrics_listen: self.metrics_listen,
+            upstream: self.upstream.clone(),
+            bot_token: self.bot_token.clone(),
+            settings: self.settings.clone(),
+            server: self.server.clone(),
+            limits: self.limits.clone(),
+            hooks: Vec::new(),
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    // Hand-written so that the bot token and hook tokens never reach a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("metrics_listen", &self.metrics_listen)
+            .field("upstream", &self.upstream.base_url)
+            .field("bot_token", &"<redacted>")
+            .field("hooks", &self.hooks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Defaults, shared by validation and documentation (README, conf/posthook.yaml).
+pub mod defaults {
+    pub const OUTGOING_INTEGRATION_REQUESTS_TIMEOUT_SECS: u64 = 30;
+    pub const MAX_POST_SIZE: u64 = 16383;
+    pub const THREADS: u64 = 1;
+    pub const GRACE_PERIOD_SECS: u64 = 5;
+    pub const GRACEFUL_SHUTDOWN_TIMEOUT_SECS: u64 = 5;
+    pub const UPSTREAM_CONNECT_TIMEOUT_SECS: u64 = 5;
+    pub const UPSTREAM_KEEPALIVE_POOL_SIZE: u64 = 128;
+    pub const MAX_INSPECTED_BODY_BYTES: u64 = 1024 * 1024;
+    pub const MAX_DECODED_BODY_BYTES: u64 = 4 * 1024 * 1024;
+    pub const QUEUE_CAPACITY: u64 = 10_000;
+    pub const MAX_CONCURRENT_JOBS: u64 = 64;
+    pub const MAX_CONCURRENT_DELIVERIES: u64 = 256;
+    pub const MAX_IDLE_CONNECTIONS_PER_HOST: u64 = 256;
+    pub const LOOKUP_CACHE_TTL_SECS: u64 = 60;
+    pub const LOOKUP_CACHE_MAX_ENTRIES: u64 = 10_000;
+    pub const LOOKUP_TIMEOUT_SECS: u64 = 10;
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,234 @@
+//! Tests of loading and validating configs: Mattermost's rules, defaults, and the error
+//! contract `FILE:LINE:COL: field: message`.
+
+use super::*;
+
+const MINIMAL: &str =
+    "listen: \"127.0.0.1:8065\"\nupstream: \"http://127.0.0.1:8066\"\nbot_token: \"${BOT}\"\n";
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "BOT" => Some("bottoken123".into()),
+        "HOOK_URL" => Some("http://ci.example.com:5000/hook".into()),
+        _ => None,
+    }
+}
+
+fn load(text: &str) -> Result<Config, ConfigError> {
+    Config::from_yaml("posthook.yaml", text, &env)
+}
+
+fn err(text: &str) -> String {
+    match load(text) {
+        Ok(_) => panic!("config unexpectedly valid:\n{text}"),
+        Err(e) => e.0,
+    }
+}
+
+#[test]
+fn the_copy_kept_for_reloads_differs_only_by_its_hooks() {
+    let text = format!(
+        "{MINIMAL}metrics_listen: \"127.0.0.1:9091\"\nserver:\n  threads: 2\nlimits:\n  queue_capacity: 7\nhooks:\n  - trigger_words: [\"#a\"]\n    callback_urls: [\"${{HOOK_URL}}\"]\n    token: \"t1\"\n"
+    );
+    let c = load(&text).unwrap();
+    let kept = c.without_hooks();
+    assert!(kept.hooks.is_empty());
+    assert_eq!(c.hooks.len(), 1);
+    // Nothing a reload compares is lost.
+    assert!(crate::live::restart_only_changes(&kept, &c).is_empty());
+    assert_eq!(
+        format!("{kept:?}"),
+        format!("{c:?}").replace("hooks: 1", "hooks: 0")
+    );
+}
+
+#[test]
+fn minimal_config_takes_mattermost_defaults() {
+    let c = load(MINIMAL).unwrap();
+    assert_eq!(c.listen, "127.0.0.1:8065".parse().unwrap());
+    assert_eq!(c.upstream.base_url, "http://127.0.0.1:8066");
+    assert_eq!(c.bot_token, "bottoken123");
+    assert!(!c.settings.enable_post_username_override);
+    assert!(!c.settings.enable_post_icon_override);
+    assert_eq!(
+        c.settings.outgoing_integration_requests_timeout,
+        Duration::from_secs(30)
+    );
+    assert_eq!(c.settings.max_post_size, 16383);
+    assert!(c.hooks.is_empty());
+    assert_eq!(c.metrics_listen, None, "no metrics endpoint unless asked");
+}
+
+#[test]
+fn metrics_listen_is_an_address_apart_from_listen() {
+    let c = load(&format!("{MINIMAL}metrics_listen: \"127.0.0.1:9091\"\n")).unwrap();
+    assert_eq!(c.metrics_listen, Some("127.0.0.1:9091".parse().unwrap()));
+    assert_eq!(
+        err(&format!("{MINIMAL}metrics_listen: \"9091\"\n")),
+        "posthook.yaml:4:17: metrics_listen: not an address:port such as 127.0.0.1:9091"
+    );
+    assert_eq!(
+        err(&format!("{MINIMAL}metrics_listen: \"127.0.0.1:8065\"\n")),
+        "posthook.yaml:4:17: metrics_listen: must differ from listen"
+    );
+}
+
+#[test]
+fn bad_callback_url_names_file_line_column_and_field() {
+    let text = format!(
+        "{MINIMAL}hooks:\n  - trigger_words: [\"#build\"]\n    callback_urls: [\"http://ok.example\"]\n    token: t\n  - trigger_words: [\"#deploy\"]\n    callback_urls:\n      - \"nowhere.com/\"\n    token: t\n"
+    );
+    assert_eq!(
+        err(&text),
+        "posthook.yaml:10:9: hooks[1].callback_urls[0]: not an http(s) URL"
+    );
+}
+
+#[test]
+fn unknown_keys_are_errors_with_position() {
+    let e = err(&format!("{MINIMAL}setings: {{}}\n"));
+    assert!(e.starts_with("posthook.yaml:4:1: "), "{e}");
+    assert!(e.contains("setings"), "{e}");
+    let e = err(&format!(
+        "{MINIMAL}hooks:\n  - trigger_words: [a]\n    callback_url: [\"http://x\"]\n    token: t\n"
+    ));
+    assert!(e.starts_with("posthook.yaml:6:5: "), "{e}");
+    assert!(e.contains("callback_url"), "{e}");
+}
+
+#[test]
+fn unset_environment_variable_is_named() {
+    let e = err("listen: \"127.0.0.1:1\"\nupstream: \"http://a\"\nbot_token: \"${NOPE}\"\n");
+    assert_eq!(
+        e,
+        "posthook.yaml:3:12: bot_token: environment variable NOPE is not set"
+    );
+}
+
+#[test]
+fn variables_are_substituted_inside_strings() {
+    let c = load(&format!(
+        "{MINIMAL}hooks:\n  - trigger_words: [\"#b\"]\n    callback_urls: [\"${{HOOK_URL}}?x=1\"]\n    token: \"pre-${{BOT}}-post\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.hooks[0].token, "pre-bottoken123-post");
+    assert_eq!(
+        c.hooks[0].callback_urls[0].as_str(),
+        "http://ci.example.com:5000/hook?x=1"
+    );
+}
+
+#[test]
+fn hook_rules_follow_mattermost() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "  - callback_urls: [\"http://x\"]\n    token: t\n",
+            "at least one trigger word is required",
+        ),
+        (
+            "  - trigger_words: [\"\"]\n    callback_urls: [\"http://x\"]\n    token: t\n",
+            "trigger_words[0]: must not be empty",
+        ),
+        (
+            "  - trigger_words: [a]\n    token: t\n",
+            "at least one callback URL is required",
+        ),
+        (
+            "  - trigger_words: [a]\n    callback_urls: [\"http://x\"]\n",
+            "hooks[0].token: required",
+        ),
+        (
+            "  - trigger_words: [a]\n    callback_urls: [\"http://x\"]\n    token: \"\"\n",
+            "hooks[0].token: must not be empty",
+        ),
+        (
+            "  - trigger_words: [a]\n    callback_urls: [\"ftp://x\"]\n    token: t\n",
+            "not an http(s) URL",
+        ),
+        (
+            "  - trigger_words: [a]\n    trigger_when: 2\n    callback_urls: [\"http://x\"]\n    token: t\n",
+            "must be exact, starts_with, 0 or 1",
+        ),
+        (
+            "  - trigger_words: [a]\n    display_name: \"0123456789012345678901234567890123456789012345678901234567890123X\"\n    callback_urls: [\"http://x\"]\n    token: t\n",
+            "display_name: longer than 64 characters",
+        ),
+    ];
+    for (hook, want) in cases {
+        let e = err(&format!("{MINIMAL}hooks:\n{hook}"));
+        assert!(e.contains(want), "hook {hook:?}: got {e:?}, want {want:?}");
+    }
+}
+
+#[test]
+fn channel_hook_needs_no_trigger_words_and_modes_parse() {
+    let c = load(&format!(
+        "{MINIMAL}hooks:\n  - channel_id: hawos4dqtby53pd64o4a4cmeoo\n    callback_urls: [\"http://x\"]\n    token: t\n  - trigger_words: [a]\n    trigger_when: 1\n    content_type: application/json\n    callback_urls: [\"http://x\"]\n    token: t\n  - trigger_words: [a]\n    trigger_when: starts_with\n    content_type: \"\"\n    callback_urls: [\"http://x\"]\n    token: t\n"
+    ))
+    .unwrap();
+    assert_eq!(c.hooks[0].trigger_when, TriggerWhen::Exact);
+    assert_eq!(c.hooks[0].content_type, ContentType::Form);
+    assert_eq!(c.hooks[1].trigger_when, TriggerWhen::StartsWith);
+    assert_eq!(c.hooks[1].content_type, ContentType::Json);
+    assert_eq!(c.hooks[2].trigger_when, TriggerWhen::StartsWith);
+    assert_eq!(c.hooks[2].content_type, ContentType::Form);
+}
+
+#[test]
+fn upstream_and_listen_are_checked() {
+    let e = err("listen: \"nowhere\"\nupstream: \"http://a\"\nbot_token: x\n");
+    assert!(e.starts_with("posthook.yaml:1:9: listen:"), "{e}");
+    let e = err("listen: \"127.0.0.1:1\"\nupstream: \"ftp://a\"\nbot_token: x\n");
+    assert!(e.contains("upstream: not an http(s) URL"), "{e}");
+    let e = err("listen: \"127.0.0.1:1\"\nupstream: \"http://a/mm\"\nbot_token: x\n");
+    assert!(e.contains("upstream: must be a base URL"), "{e}");
+    let e = err("listen: \"127.0.0.1:1\"\nbot_token: x\n");
+    assert!(e.contains("upstream: required"), "{e}");
+    let c =
+        load("listen: \"[::1]:1\"\nupstream: \"https://mm.example.com/\"\nbot_token: x\n").unwrap();
+    assert!(c.upstream.tls);
+    assert_eq!(c.upstream.port, 443);
+    assert_eq!(c.upstream.base_url, "https://mm.example.com");
+}
+
+#[test]
+fn allow_list_accepts_hosts_cidrs_and_mattermost_string_form() {
+    let c = load(&format!(
+        "{MINIMAL}settings:\n  allowed_untrusted_internal_connections: [\"ci.internal\", \"10.0.0.0/8 127.0.0.1,::1\"]\n"
+    ))
+    .unwrap();
+    let a = &c.settings.allowed_untrusted_internal_connections;
+    assert_eq!(a.len(), 4);
+    assert_eq!(a[0], AllowEntry::Host("ci.internal".into()));
+    assert_eq!(a[1], AllowEntry::Net("10.0.0.0/8".parse().unwrap()));
+    assert_eq!(a[2], AllowEntry::Net("127.0.0.1/32".parse().unwrap()));
+    let e = err(&format!(
+        "{MINIMAL}settings:\n  allowed_untrusted_internal_connections: [\"bad host!\"]\n"
+    ));
+    assert!(
+        e.contains("allowed_untrusted_internal_connections[0]"),
+        "{e}"
+    );
+}
+
+#[test]
+fn numbers_are_range_checked() {
+    let e = err(&format!("{MINIMAL}limits:\n  queue_capacity: 0\n"));
+    assert_eq!(
+        e,
+        "posthook.yaml:5:19: limits.queue_capacity: must be between 1 and 10000000"
+    );
+}
+
+#[test]
+fn debug_output_never_shows_secrets() {
+    let c = load(&format!(
+        "{MINIMAL}hooks:\n  - trigger_words: [a]\n    callback_urls: [\"http://x\"]\n    token: hooksecret\n"
+    ))
+    .unwrap();
+    let shown = format!("{c:?}");
+    assert!(
+        !shown.contains("bottoken123") && !shown.contains("hooksecret"),
+        "{shown}"
+    );
+}

@@ -1,0 +1,444 @@
+//! Dispatch: the background service that turns an observed 201 into webhook deliveries.
+//!
+//! The proxy hands over the raw (possibly compressed) body of the created post with
+//! [`DispatchHandle::submit`], which never waits ([`queue`]). Off the request path, each job
+//! then goes through named stages, in the order of the README's flow:
+//!
+//! ```text
+//!  created ─► admit ─► resolve channel ─► match ─► fan out ─► resolve names ─► deliver
+//!  (decode    (could    (look-up;          (hook    (one due    (author, team   (payload per
+//!   the 201)   match,    public only)       index)   request     look-ups)       hook, one task
+//!              repeat,                               per URL)                    per URL)
+//!              own post)
+//! ```
+//!
+//! Every callback request that becomes due in "fan out" is a [`due::DueRequest`], which ends
+//! exactly once as delivered, failed or dropped, so that `due == delivered + failed + dropped`
+//! holds whenever nothing is in flight. What cannot be counted: a process killed outright
+//! (SIGKILL, abort). And what is counted while the runtimes stop at shutdown reaches the logs
+//! but no scrape: the metrics endpoint stops with them. Each answer goes to an
+//! [`AnswerSink`] (the reply poster).
+
+mod created;
+mod due;
+pub mod queue;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use log::{debug, warn};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::sync::{Mutex, Semaphore};
+
+pub use created::{decode_body, decode_prefix, leading_post_id};
+use due::{DueRequest, Outcome};
+use queue::QueueEnd;
+pub use queue::{BodyEncoding, DispatchHandle, Job, QueueGauge};
+
+use crate::config::Config;
+use crate::live::{Live, LiveConfig};
+use crate::mattermost::model::{Channel, CreatedPost, Team, User};
+use crate::mattermost::MattermostClient;
+use crate::reply::AnswerSink;
+use crate::rules::Match;
+use crate::stats::Stats;
+use crate::webhook::{Delivery, Payload, WebhookClient};
+
+/// Tells whether the dispatcher is idle: no job queued or being processed, and no delivery
+/// (or its reply) in flight. Used to end a graceful shutdown as soon as the work is done.
+#[derive(Clone)]
+pub struct IdleProbe {
+    shared: Arc<Shared>,
+}
+
+impl IdleProbe {
+    /// True when no job and no delivery is pending.
+    pub fn is_idle(&self) -> bool {
+        self.shared.pending_jobs.load(Ordering::SeqCst) == 0
+            && self.shared.delivery_permits.available_permits()
+                == self.shared.max_concurrent_deliveries
+    }
+}
+
+/// The background dispatcher service.
+pub struct Dispatcher {
+    queue: Mutex<Option<QueueEnd>>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    live: LiveConfig,
+    mm: MattermostClient,
+    stats: Arc<Stats>,
+    /// Jobs submitted and not yet fully processed (queued or being looked up and matched).
+    pending_jobs: Arc<AtomicUsize>,
+    max_concurrent_deliveries: usize,
+    max_decoded: usize,
+    job_permits: Arc<Semaphore>,
+    delivery_permits: Arc<Semaphore>,
+    seen: moka::future::Cache<String, ()>,
+    sink: Arc<dyn AnswerSink>,
+}
+
+/// The matched hooks' callback requests, per match: each one due, with its URL.
+type DueRequests<'a> = Vec<Vec<(DueRequest, &'a url::Url)>>;
+
+impl Dispatcher {
+    /// Builds the dispatcher on the swappable snapshot of the hooks (see [`crate::live`]),
+    /// with the bounds of `config.limits`, and the handle the proxy submits to.
+    pub fn new(
+        config: &Config,
+        live: LiveConfig,
+        mm: MattermostClient,
+        stats: Arc<Stats>,
+        sink: Arc<dyn AnswerSink>,
+    ) -> (Dispatcher, DispatchHandle) {
+        let limits = &config.limits;
+        let (handle, queue) = queue::bounded(limits.queue_capacity, stats.clone());
+        let shared = Shared {
+            live,
+            mm,
+            stats,
+            pending_jobs: queue.pending_jobs(),
+            max_concurrent_deliveries: limits.max_concurrent_deliveries,
+            max_decoded: limits.max_decoded_body_bytes,
+            job_permits: Arc::new(Semaphore::new(limits.max_concurrent_jobs)),
+            delivery_permits: Arc::new(Semaphore::new(limits.max_concurrent_deliveries)),
+            // Mattermost answers a retried post (same pending_post_id) with the same post: fire once.
+            seen: moka::future::Cache::builder()
+                .max_capacity(limits.queue_capacity.max(10_000) as u64)
+                .time_to_live(Duration::from_secs(300))
+                .build(),
+            sink,
+        };
+        let dispatcher = Dispatcher {
+            queue: Mutex::new(Some(queue)),
+            shared: Arc::new(shared),
+        };
+        (dispatcher, handle)
+    }
+
+    /// A probe telling whether the dispatcher has nothing left to do.
+    pub fn idle_probe(&self) -> IdleProbe {
+        IdleProbe {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Processes jobs until the queue closes, at most `limits.max_concurrent_jobs` at once.
+    /// Exposed for tests and benches.
+    pub async fn run(&self) {
+        let Some(mut queue) = self.queue.lock().await.take() else {
+            warn!("dispatcher started twice; the second start does nothing");
+            return;
+        };
+        while let Some((job, pending)) = queue.next().await {
+            let Ok(permit) = self.shared.job_permits.clone().acquire_owned().await else {
+                // Never closed; should it be, the job in hand is counted with the queued ones.
+                Stats::inc(&self.shared.stats.jobs_dropped);
+                break;
+            };
+            let shared = self.shared.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let _pending = pending;
+                shared.process(job).await;
+            });
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Dispatcher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        tokio::select! {
+            _ = self.run() => {}
+            // Keep delivering through the grace period; the runtime ends with it.
+            _ = async { while !*shutdown.borrow() { if shutdown.changed().await.is_err() { break; } } std::future::pending::<()>().await } => {}
+        }
+    }
+}
+
+impl Shared {
+    /// The created post of `job`: the 201 decoded and parsed, or, when the exchange ended
+    /// before the body did, fetched by the id its beginning shows.
+    async fn process(self: Arc<Self>, job: Job) {
+        if !job.complete {
+            return self.recover(job).await;
+        }
+        let Some(decoded) = decode_body(&job.body, job.encoding, self.max_decoded) else {
+            Stats::inc(&self.stats.posts_unparsed);
+            warn!(
+                "created post not decodable ({:?}, {} bytes); no webhooks",
+                job.encoding,
+                job.body.len()
+            );
+            return;
+        };
+        let post: CreatedPost = match serde_json::from_slice(&decoded) {
+            Ok(p) => p,
+            Err(e) => {
+                Stats::inc(&self.stats.posts_unparsed);
+                warn!("created post not parseable: {e}; no webhooks");
+                return;
+            }
+        };
+        self.handle_post(post).await;
+    }
+
+    /// A 201 whose body was cut short: the post exists; fetch it by the id its beginning shows.
+    async fn recover(self: Arc<Self>, job: Job) {
+        let prefix = decode_prefix(&job.body, job.encoding, self.max_decoded);
+        let Some(id) = leading_post_id(&prefix) else {
+            Stats::inc(&self.stats.posts_unparsed);
+            warn!(
+                "created post cut short before its id ({} bytes read); no webhooks",
+                job.body.len()
+            );
+            return;
+        };
+        match self.mm.post(id).await {
+            Ok(post) => self.handle_post(post).await,
+            Err(e) => {
+                Stats::inc(&self.stats.posts_unparsed);
+                warn!("created post {id} cut short and not fetched: {e}; no webhooks");
+            }
+        }
+    }
+
+    /// The stages a created post goes through (see the module's diagram).
+    async fn handle_post(self: Arc<Self>, post: CreatedPost) {
+        // One snapshot of the hooks for the whole job, however a reload happens meanwhile.
+        let live = self.live.load_full();
+        if !self.admit(&live, &post).await {
+            return;
+        }
+        let Some(channel) = self.resolve_channel(&post).await else {
+            return;
+        };
+        let matches = live
+            .index
+            .matches(&post.channel_id, &channel.team_id, &post.message);
+        if matches.is_empty() {
+            return;
+        }
+        Stats::add(&self.stats.hook_matches, matches.len() as u64);
+        let post = Arc::new(post);
+        // From here on every callback request is due and accounted for by its DueRequest.
+        let mut due = self.fan_out(&live, &post, &matches);
+        let Some((user, team)) = self.resolve_names(&post, &channel, &mut due).await else {
+            return;
+        };
+        let names = Names {
+            channel: &channel,
+            team: &team,
+            user: &user,
+        };
+        self.deliver_all(&live, &post, names, &matches, due).await;
+    }
+
+    /// Whether `post` may fire anything: some hook could match its channel and first word, it
+    /// was not seen before (a retried create), and it is not posthook's own reply.
+    async fn admit(&self, live: &Live, post: &CreatedPost) -> bool {
+        if !live.index.could_match(&post.channel_id, &post.message) {
+            return false;
+        }
+        if !self
+            .seen
+            .entry(post.id.clone())
+            .or_insert(())
+            .await
+            .is_fresh()
+        {
+            Stats::inc(&self.stats.duplicate_posts_skipped);
+            debug!("post {} seen before; no webhooks", post.id);
+            return false;
+        }
+        if post.has_from_webhook_prop() {
+            match self.mm.me().await {
+                Ok(me) if me.id == post.user_id => {
+                    Stats::inc(&self.stats.own_posts_skipped);
+                    return false;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    // Without knowing the bot's id a loop cannot be ruled out: skip.
+                    Stats::inc(&self.stats.own_posts_skipped);
+                    warn!(
+                        "cannot look up the bot account ({e}); skipping webhook-made post {}",
+                        post.id
+                    );
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// The post's channel, when it can be looked up and is public (as in Mattermost).
+    async fn resolve_channel(&self, post: &CreatedPost) -> Option<Arc<Channel>> {
+        let channel = match self.mm.channel(&post.channel_id).await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(
+                    "channel look-up for post {} failed: {e}; no webhooks",
+                    post.id
+                );
+                return None;
+            }
+        };
+        if channel.channel_type != "O" {
+            Stats::inc(&self.stats.non_public_skipped);
+            return None;
+        }
+        Some(channel)
+    }
+
+    /// One due request per callback URL of each matched hook. Bounded by the config: hooks ×
+    /// callback URLs.
+    fn fan_out<'l>(
+        &self,
+        live: &'l Live,
+        post: &Arc<CreatedPost>,
+        matches: &[Match<'_>],
+    ) -> DueRequests<'l> {
+        matches
+            .iter()
+            .map(|m| {
+                let hook = &live.hooks[m.hook];
+                hook.callback_urls
+                    .iter()
+                    .map(|url| {
+                        let delivery = Delivery {
+                            post: post.clone(),
+                            hook_index: m.hook,
+                            hook: hook.clone(),
+                            callback_host: url.host_str().unwrap_or_default().to_string(),
+                        };
+                        (DueRequest::new(delivery, self.stats.clone()), url)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The author and the team, looked up together; when either fails, every due request is
+    /// dropped (counted, logged) and `None` returned.
+    async fn resolve_names(
+        &self,
+        post: &CreatedPost,
+        channel: &Channel,
+        due: &mut DueRequests<'_>,
+    ) -> Option<(Arc<User>, Arc<Team>)> {
+        let (user, team) =
+            tokio::join!(self.mm.user(&post.user_id), self.mm.team(&channel.team_id));
+        match (user, team) {
+            (Ok(u), Ok(t)) => Some((u, t)),
+            (u, t) => {
+                let what = u
+                    .err()
+                    .or(t.err())
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
+                for (d, _) in due.iter_mut().flatten() {
+                    d.settle(Outcome::Dropped {
+                        reason: "lookup_failed",
+                        error: Some(&what),
+                    });
+                }
+                None
+            }
+        }
+    }
+
+    /// Encodes each matched hook's payload once and sends it to each of its URLs, one task per
+    /// request, at most `limits.max_concurrent_deliveries` at once.
+    async fn deliver_all(
+        self: &Arc<Self>,
+        live: &Arc<Live>,
+        post: &CreatedPost,
+        names: Names<'_>,
+        matches: &[Match<'_>],
+        due: DueRequests<'_>,
+    ) {
+        let file_ids = post.file_ids.as_deref().unwrap_or_default().join(",");
+        for (m, requests) in matches.iter().zip(due) {
+            let hook = &live.hooks[m.hook];
+            let payload = Payload {
+                token: &hook.token,
+                team_id: hook.team_id.as_deref().unwrap_or(&names.channel.team_id),
+                team_domain: &names.team.name,
+                channel_id: &post.channel_id,
+                channel_name: &names.channel.name,
+                create_at_ms: post.create_at,
+                user_id: &post.user_id,
+                user_name: &names.user.username,
+                post_id: &post.id,
+                text: &post.message,
+                trigger_word: m.trigger_word,
+                file_ids: &file_ids,
+            };
+            // Encoded once per hook; each URL gets its own cheap clone.
+            let body = Bytes::from(payload.encode(hook.content_type));
+            for (mut request, url) in requests {
+                let Ok(permit) = self.delivery_permits.clone().acquire_owned().await else {
+                    request.settle(Outcome::Dropped {
+                        reason: "no_capacity",
+                        error: None,
+                    });
+                    continue;
+                };
+                let shared = self.clone();
+                let webhooks = live.webhooks.clone();
+                let url = url.clone();
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    shared.deliver(&webhooks, request, url, body).await;
+                });
+            }
+        }
+    }
+
+    /// Sends one request and hands its answer to the sink.
+    async fn deliver(
+        &self,
+        webhooks: &WebhookClient,
+        mut request: DueRequest,
+        url: url::Url,
+        body: Bytes,
+    ) {
+        let started = Instant::now();
+        let result = webhooks
+            .send(&url, request.delivery.hook.content_type, body)
+            .await;
+        let latency = started.elapsed();
+        match result {
+            Ok(answer) => {
+                request.settle(Outcome::Delivered {
+                    status: answer.status,
+                    latency,
+                });
+                let delivery = request.delivery.clone();
+                drop(request);
+                self.sink.handle(delivery, answer).await;
+            }
+            Err(error) => request.settle(Outcome::Failed {
+                error: &error,
+                latency,
+            }),
+        }
+    }
+}
+
+/// What the look-ups found, for the payload.
+#[derive(Clone, Copy)]
+struct Names<'a> {
+    channel: &'a Channel,
+    team: &'a Team,
+    user: &'a User,
+}
