@@ -51,7 +51,7 @@ pub fn render(s: &Snapshot, queue: QueueReading) -> String {
     counter(
         w,
         "posthook_posts_observed_total",
-        "POST /api/v4/posts exchanges whose 201 posthook saw.",
+        "Posts created through posthook: POST /api/v4/posts exchanges Mattermost answered 201, matching a hook or not.",
         s.posts_observed,
     );
     counter(

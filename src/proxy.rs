@@ -47,6 +47,8 @@ pub struct Proxy {
 pub struct Ctx {
     /// Counted in the proxy's in-flight requests.
     counted: bool,
+    /// This is `POST /api/v4/posts`, its answer not yet seen: a 201 counts as a created post.
+    creating: bool,
     /// This is `POST /api/v4/posts`.
     watching: bool,
     /// Copy of the request body so far (empty once given up).
@@ -267,8 +269,8 @@ impl ProxyHttp for Proxy {
             ctx.counted = true;
         }
         let req = session.req_header();
-        ctx.watching = req.method == http::Method::POST
-            && req.uri.path() == POSTS_PATH
+        ctx.creating = req.method == http::Method::POST && req.uri.path() == POSTS_PATH;
+        ctx.watching = ctx.creating
             && !self.live.load().index.is_empty()
             // A compressed request body cannot be inspected cheaply; Mattermost does not
             // accept one either.
@@ -324,14 +326,21 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         // An interim answer (100 Continue before the 201) is not the outcome yet.
-        if !ctx.interested || resp.status.is_informational() {
+        if resp.status.is_informational() {
             return Ok(());
         }
-        if resp.status.as_u16() != 201 {
+        let created = resp.status.as_u16() == 201;
+        // Every post created through posthook counts, whether or not a hook could match it.
+        if std::mem::take(&mut ctx.creating) && created {
+            Stats::inc(&self.stats.posts_observed);
+        }
+        if !ctx.interested {
+            return Ok(());
+        }
+        if !created {
             ctx.give_up();
             return Ok(());
         }
-        Stats::inc(&self.stats.posts_observed);
         let encoding = match resp
             .headers
             .get(http::header::CONTENT_ENCODING)

@@ -39,7 +39,8 @@ macro_rules! counters {
 }
 
 counters! {
-    /// `POST /api/v4/posts` exchanges whose 201 posthook saw.
+    /// Posts created through posthook: `POST /api/v4/posts` exchanges that Mattermost
+    /// answered 201, whether or not a hook could match them.
     posts_observed,
     /// Post bodies not inspected because they exceeded `max_inspected_body_bytes`.
     bodies_too_large,

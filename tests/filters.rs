@@ -191,17 +191,20 @@ impl Fixture {
         }
     }
 
-    /// The whole request side of `POST /api/v4/posts` with `body` in `chunks`, then a bare 201:
-    /// returns whether the proxy counted it as observed, i.e. whether it decided that a hook
-    /// could match.
+    /// The whole exchange of `POST /api/v4/posts` with `body` in `chunks`, answered by a created
+    /// post: returns whether the proxy handed the post to the dispatcher (counted in
+    /// `jobs_dropped`, the queue being closed), i.e. whether it decided that a hook could match.
     async fn decides(&self, chunks: &[Bytes], eos_apart: bool, what: &str) -> bool {
-        let before = self.stats().posts_observed;
+        let before = self.stats().jobs_dropped;
         let (mut session, mut ctx) = self.request(&post_head(&[])).await;
         self.request_body(&mut session, &mut ctx, chunks, eos_apart, what)
             .await;
         let created = ResponseHeader::build(201, None).unwrap();
         self.response(&mut session, &mut ctx, &created).await;
-        self.stats().posts_observed - before == 1
+        let answer = Bytes::from(created_post(CHANNEL, "deploy now"));
+        self.response_body(&mut session, &mut ctx, &[answer], what);
+        self.proxy.logging(&mut session, None, &mut ctx).await;
+        self.stats().jobs_dropped - before == 1
     }
 }
 
@@ -352,18 +355,39 @@ async fn only_post_to_the_posts_route_is_observed() {
             &ResponseHeader::build(201, None).unwrap(),
         )
         .await;
-        let observed = fx.stats().posts_observed == 1;
-        assert_eq!(observed, want, "{what}: {method} {target} {extra:?}");
+        // Every post created through posthook counts; only the routes that create one do.
+        let creates = method == "POST" && target.split('?').next() == Some("/api/v4/posts");
+        assert_eq!(
+            fx.stats().posts_observed,
+            u64::from(creates),
+            "{what}: {method} {target} {extra:?}: counted as created"
+        );
+        let answer = Bytes::from(created_post(CHANNEL, "deploy now"));
+        fx.response_body(&mut session, &mut ctx, &[answer], what);
+        fx.proxy.logging(&mut session, None, &mut ctx).await;
+        let inspected = fx.stats().jobs_dropped == 1;
+        assert_eq!(
+            inspected, want,
+            "{what}: {method} {target} {extra:?}: inspected"
+        );
     }
 }
 
 #[tokio::test]
-async fn nothing_is_observed_without_hooks() {
+async fn nothing_is_inspected_without_hooks() {
     for (hooks, what) in [("", "no hooks key"), ("hooks: []\n", "an empty hooks list")] {
         let fx = Fixture::with(hooks, false);
         let body = [Bytes::from(post_body(CHANNEL, "deploy now"))];
         assert!(!fx.decides(&body, false, what).await, "{what}");
-        assert_eq!(fx.stats(), Snapshot::default(), "{what}: no counter moves");
+        let created = Snapshot {
+            posts_observed: 1,
+            ..Snapshot::default()
+        };
+        assert_eq!(
+            fx.stats(),
+            created,
+            "{what}: no counter moves but the created post's"
+        );
     }
 }
 
@@ -518,7 +542,7 @@ async fn request_body_is_never_altered_and_decides_at_its_end() {
             true,
         ),
     ];
-    // One proxy for every row: each decision is read as the change in `posts_observed`.
+    // One proxy for every row: each decision is read as the change in `jobs_dropped`.
     let fx = Fixture::new();
     for r in rows {
         for eos_apart in [false, true] {
@@ -711,7 +735,15 @@ async fn a_201_is_not_copied_when_no_hook_could_match() {
         let body = created_post(CHANNEL, "hello");
         fx.response_body(&mut session, &mut ctx, &split(&body, &[7]), what);
         fx.proxy.logging(&mut session, None, &mut ctx).await;
-        assert_eq!(fx.stats(), Snapshot::default(), "{what}: nothing counted");
+        let created = Snapshot {
+            posts_observed: 1,
+            ..Snapshot::default()
+        };
+        assert_eq!(
+            fx.stats(),
+            created,
+            "{what}: counted as created, nothing else"
+        );
     }
 }
 

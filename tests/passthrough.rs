@@ -226,7 +226,11 @@ async fn oversized_post_body_passes_through_uninspected() {
     let s = ph
         .wait_stats("oversize counted", |s| s.bodies_too_large == 1)
         .await;
-    assert_eq!(s.posts_observed, 0);
+    assert_eq!(
+        s.posts_observed, 1,
+        "counted as created, though not inspected"
+    );
+    assert_eq!(s.deliveries_due, 0, "not inspected");
 }
 
 /// A 100 MB upload streams through: it arrives whole, and posthook's memory does not grow
