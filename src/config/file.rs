@@ -82,3 +82,48 @@ pub enum TriggerWhenValue {
     Number(i64),
     Name(String),
 }
+
+/// What the key `key` takes, in words, for the errors about a value of the wrong type
+/// (`expected a whole number of seconds, found a string`). Every key of the model above has
+/// one (a test checks it).
+pub fn expected(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "listen" | "metrics_listen" | "upstream" | "bot_token" | "display_name" | "description"
+        | "team_id" | "channel_id" | "content_type" | "token" | "username" | "icon_url" => {
+            "a string"
+        }
+        "enable_post_username_override" | "enable_post_icon_override" => "true or false",
+        "outgoing_integration_requests_timeout"
+        | "grace_period_seconds"
+        | "graceful_shutdown_timeout_seconds"
+        | "upstream_connect_timeout_seconds"
+        | "lookup_cache_ttl_seconds"
+        | "lookup_timeout_seconds" => "a whole number of seconds",
+        "max_post_size"
+        | "threads"
+        | "upstream_keepalive_pool_size"
+        | "max_inspected_body_bytes"
+        | "max_decoded_body_bytes"
+        | "queue_capacity"
+        | "max_concurrent_jobs"
+        | "max_concurrent_deliveries"
+        | "max_idle_connections_per_host"
+        | "lookup_cache_max_entries" => "a whole number",
+        "allowed_untrusted_internal_connections" | "trigger_words" | "callback_urls" => {
+            "a list of strings"
+        }
+        "settings" | "server" | "limits" => "a mapping",
+        "hooks" => "a list of hooks",
+        "trigger_when" => "exact, starts_with, 0 or 1",
+        _ => return None,
+    })
+}
+
+/// What an element of the list `key` takes, in words.
+pub fn expected_element(key: &str) -> Option<&'static str> {
+    match expected(key)? {
+        "a list of strings" => Some("a string"),
+        "a list of hooks" => Some("a hook (a mapping of its keys)"),
+        _ => None,
+    }
+}

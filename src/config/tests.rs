@@ -21,7 +21,7 @@ fn load(text: &str) -> Result<Config, ConfigError> {
 fn err(text: &str) -> String {
     match load(text) {
         Ok(_) => panic!("config unexpectedly valid:\n{text}"),
-        Err(e) => e.0,
+        Err(e) => e.to_string(),
     }
 }
 
@@ -230,5 +230,116 @@ fn debug_output_never_shows_secrets() {
     assert!(
         !shown.contains("bottoken123") && !shown.contains("hooksecret"),
         "{shown}"
+    );
+}
+
+#[test]
+fn a_wrong_value_type_names_the_field_and_both_kinds() {
+    let rows: &[(&str, &str)] = &[
+        (
+            "settings:\n  outgoing_integration_requests_timeout: \"soon\"\n",
+            "posthook.yaml:5:42: settings.outgoing_integration_requests_timeout: expected a whole number of seconds, found a string",
+        ),
+        (
+            "settings:\n  outgoing_integration_requests_timeout: [30]\n",
+            "posthook.yaml:5:42: settings.outgoing_integration_requests_timeout: expected a whole number of seconds, found a list",
+        ),
+        (
+            "settings:\n  outgoing_integration_requests_timeout: -1\n",
+            "posthook.yaml:5:42: settings.outgoing_integration_requests_timeout: expected a whole number of seconds, found a negative number",
+        ),
+        (
+            "limits: {queue_capacity: 1.5}\n",
+            "posthook.yaml:4:26: limits.queue_capacity: expected a whole number, found a decimal number",
+        ),
+        (
+            "server:\n  threads: 99999999999999999999999\n",
+            "posthook.yaml:5:12: server.threads: expected a whole number, found a number out of range",
+        ),
+        (
+            "settings:\n  enable_post_icon_override: 5\n",
+            "posthook.yaml:5:30: settings.enable_post_icon_override: expected true or false, found a number",
+        ),
+        (
+            "settings:\n  allowed_untrusted_internal_connections: [[\"10.0.0.1\"]]\n",
+            "posthook.yaml:5:44: settings.allowed_untrusted_internal_connections[0]: expected a string, found a list",
+        ),
+        (
+            "server: [1]\n",
+            "posthook.yaml:4:9: server: expected a mapping, found a list",
+        ),
+        (
+            "hooks: {a: 1}\n",
+            "posthook.yaml:4:8: hooks: expected a list of hooks, found a mapping",
+        ),
+        (
+            "hooks:\n  - ~\n",
+            "posthook.yaml:5:5: hooks[0]: expected a hook (a mapping of its keys), found nothing",
+        ),
+        (
+            "hooks:\n  - trigger_words: [a]\n    callback_urls: [\"http://x\"]\n    token: {t: 1}\n",
+            "posthook.yaml:7:12: hooks[0].token: expected a string, found a mapping",
+        ),
+        (
+            "hooks:\n  - trigger_words: \"#build\"\n",
+            "posthook.yaml:5:20: hooks[0].trigger_words: expected a list of strings, found a string",
+        ),
+        (
+            "hooks:\n  - trigger_words: [a]\n    trigger_when: [1]\n",
+            "posthook.yaml:6:19: hooks[0].trigger_when: expected exact, starts_with, 0 or 1, found a list",
+        ),
+    ];
+    for (text, want) in rows {
+        assert_eq!(err(&format!("{MINIMAL}{text}")), *want, "{text:?}");
+    }
+}
+
+#[test]
+fn a_wrong_type_error_never_repeats_the_value() {
+    let e = err(&format!("{MINIMAL}hooks:\n  - trigger_words: [a]\n    callback_urls: [\"http://x\"]\n    token: [\"hooksecret\"]\n"));
+    assert!(!e.contains("hooksecret"), "{e}");
+    assert!(
+        e.ends_with("hooks[0].token: expected a string, found a list"),
+        "{e}"
+    );
+}
+
+/// Every key of the file model has words for its type: a key added without them would give
+/// type errors without "expected …".
+#[test]
+fn every_key_of_the_file_has_words_for_its_type() {
+    let sections = [
+        ("", "zz_unknown: 1\n"),
+        ("settings", "settings:\n  zz_unknown: 1\n"),
+        ("server", "server:\n  zz_unknown: 1\n"),
+        ("limits", "limits:\n  zz_unknown: 1\n"),
+        ("hooks[0]", "hooks:\n  - zz_unknown: 1\n"),
+    ];
+    for (section, text) in sections {
+        let e = err(&format!("{MINIMAL}{text}"));
+        let keys = e
+            .split_once("(expected one of: ")
+            .and_then(|(_, rest)| rest.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("{section}: {e}"));
+        for key in keys.split(", ") {
+            assert!(
+                file::expected(key).is_some(),
+                "{section}.{key} has no words for its type in file::expected"
+            );
+        }
+    }
+}
+
+#[test]
+fn broken_yaml_and_twice_written_keys_are_located() {
+    let e = err(&format!("{MINIMAL}hooks:\n  - trigger_words: [a\n"));
+    assert!(
+        e.starts_with("posthook.yaml:5:20: hooks[0].trigger_words: "),
+        "{e}"
+    );
+    let e = err(&format!("{MINIMAL}hooks:\n  - token: a\n    token: b\n"));
+    assert_eq!(
+        e,
+        "posthook.yaml:6:5: token: written twice (each key at most once)"
     );
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde_saphyr::{Location, Spanned};
 
-use super::error::ConfigError;
+use super::error::{self, ConfigError};
 use super::{
     defaults, file, AllowEntry, Config, ContentType, HookConfig, Limits, ServerSettings, Settings,
     TriggerWhen, Upstream,
@@ -19,8 +19,7 @@ impl Config {
     /// Reads, substitutes and validates the config file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let name = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("{name}: cannot read: {e}")))?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::unreadable(&name, e))?;
         Config::from_yaml(&name, &text, &|var| std::env::var(var).ok())
     }
 
@@ -30,26 +29,16 @@ impl Config {
         text: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let file: file::File = serde_saphyr::from_str(text).map_err(|e| {
-            let loc = e.location().unwrap_or(Location::UNKNOWN);
-            let msg = e.without_snippet().to_string();
-            // serde-saphyr appends its own "at line X column Y"; the prefix already says it.
-            let msg = strip_location_suffix(&msg);
-            ConfigError(format!(
-                "{file_name}:{}:{}: {msg}",
-                loc.line(),
-                loc.column()
-            ))
-        })?;
+        // The path of the value being read when reading failed, for the error.
+        let mut path = String::new();
+        let file = serde_saphyr::with_deserializer_from_str(text, |de| {
+            serde_path_to_error::deserialize::<_, file::File>(de).map_err(|e| {
+                path = e.path().to_string();
+                e.into_inner()
+            })
+        })
+        .map_err(|e| error::from_yaml(file_name, text, &path, &e))?;
         Validator { file_name, env }.config(file)
-    }
-}
-
-fn strip_location_suffix(msg: &str) -> String {
-    let first = msg.lines().next().unwrap_or(msg);
-    match first.rfind(" at line ") {
-        Some(i) => first[..i].to_string(),
-        None => first.to_string(),
     }
 }
 
@@ -71,7 +60,7 @@ struct Validator<'a> {
 impl Validator<'_> {
     fn err(&self, loc: impl Into<Pos>, field: &str, msg: impl fmt::Display) -> ConfigError {
         let Pos(line, column) = loc.into();
-        ConfigError(format!(
+        ConfigError::new(format!(
             "{}:{line}:{column}: {field}: {msg}",
             self.file_name
         ))
