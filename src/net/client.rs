@@ -1,8 +1,8 @@
 //! The HTTP/1.1 client under webhook deliveries and Mattermost calls: hyper-util's pooled
 //! client; TLS by rustls with the platform's certificate verifier; host names resolved by a
 //! [`GuardedResolver`] whose answers an SSRF policy filters before any connection is made;
-//! connect and TLS handshake under one timeout; answers read up to a bound, gzip decoded inside
-//! the bound.
+//! connect and TLS handshake under one timeout; header names written in Go's canonical case;
+//! answers read up to a bound, gzip decoded inside the bound.
 //!
 //! posthook used reqwest before. Its per-request layers (a redirect policy that formats and
 //! re-parses every URL even with redirects off, tower retry and redirect futures, header-map
@@ -105,6 +105,10 @@ impl HttpClient {
             .pool_max_idle_per_host(max_idle_per_host)
             .pool_idle_timeout(idle_timeout)
             .pool_timer(TokioTimer::new())
+            // Go's client writes header names in canonical case (`User-Agent`, `Content-Type`),
+            // and so does every integration-side HTTP library Mattermost talks to; hyper writes
+            // them in lower case unless told. Some hand-written receivers compare them exactly.
+            .http1_title_case_headers(true)
             .timer(TokioTimer::new())
             .build(Connector {
                 https,
