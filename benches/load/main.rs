@@ -43,6 +43,14 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+#[path = "../common/procfs.rs"]
+mod procfs;
+
+use procfs::{
+    children_of, clock_ticks, is_root, machine_busy_ticks, proc_alive, proc_status_kib, proc_ticks,
+    stat_ticks,
+};
+
 // ---------------------------------------------------------------------------------------------
 // Fixtures: ids and tokens as Mattermost shapes them (26 characters)
 // ---------------------------------------------------------------------------------------------
@@ -826,38 +834,6 @@ fn loopback(port: u16) -> SocketAddr {
 // /proc
 // ---------------------------------------------------------------------------------------------
 
-fn clock_ticks() -> f64 {
-    static TCK: OnceLock<f64> = OnceLock::new();
-    *TCK.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(100.0)
-    })
-}
-
-/// utime + stime in clock ticks, from a `stat` file (process or thread).
-fn stat_ticks(path: &str) -> u64 {
-    let Ok(s) = std::fs::read_to_string(path) else {
-        return 0;
-    };
-    let Some(rest) = s.rfind(')').map(|i| &s[i + 2..]) else {
-        return 0;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    get(11) + get(12)
-}
-
-fn proc_ticks(pids: &[u32]) -> u64 {
-    pids.iter()
-        .map(|p| stat_ticks(&format!("/proc/{p}/stat")))
-        .sum()
-}
-
 /// CPU ticks of each thread of `pid`, by thread name (posthook names its runtimes).
 fn thread_ticks(pid: u32) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
@@ -880,31 +856,6 @@ fn thread_ticks(pid: u32) -> BTreeMap<String, u64> {
         }
     }
     out
-}
-
-fn proc_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// A `Vm…:` line of /proc/<pid>/status, in KiB.
-fn proc_status_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn children_of(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
 }
 
 /// CPU ticks of this process's threads: (upstream runtime, everything else = load generator).
@@ -1510,18 +1461,6 @@ struct NginxPorts {
     chain: SocketAddr,
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2))
-                .map(|euid| euid == "0")
-        })
-        .unwrap_or(false)
-}
-
 /// nginx as the Mattermost docs configure it (keep-alive upstream, HTTP/1.1, forwarding
 /// headers), with three servers: straight to the upstream (D), the split deployment (only
 /// `POST /api/v4/posts` to posthook) and the chain (everything through posthook).
@@ -2011,25 +1950,6 @@ const QUIET: f64 = 0.05;
 /// Other load (cores) above which a phase is repeated.
 const MAX_FOREIGN: f64 = 0.10;
 const MAX_RETRIES: usize = 2;
-
-/// Busy ticks of all CPUs (user, nice, system, irq, softirq, steal) from /proc/stat. Niced
-/// processes count: at nice 5 they still take a good share of the cores.
-fn machine_busy_ticks() -> u64 {
-    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = s.lines().next() else {
-        return 0;
-    };
-    let f: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal (guest is inside user)
-    [0usize, 1, 2, 5, 6, 7]
-        .iter()
-        .map(|&i| f.get(i).copied().unwrap_or(0))
-        .sum()
-}
 
 fn sorted(v: &[u64]) -> Vec<u64> {
     let mut s = v.to_vec();
