@@ -29,6 +29,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod clock;
+mod fixtures;
+mod http;
+#[path = "../common/procfs.rs"]
+mod procfs;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::io::{self, Read, Seek, Write as _};
@@ -36,16 +42,19 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
-use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-#[path = "../common/procfs.rs"]
-mod procfs;
-
+use clock::{epoch, now_ns, unix_ms};
+use fixtures::{
+    BOT_ID, BOT_TOKEN, CHANNEL_ID, HOOKS, MATCH_EVERY, MATCH_PREFIX, TEAM_ID, USER_ID, USER_TOKEN,
+    VERSION_ID,
+};
+use http::{find, read_msg, Msg};
 use procfs::{
     children_of, clock_ticks, is_root, machine_busy_ticks, proc_alive, proc_status_kib, proc_ticks,
     stat_ticks,
@@ -55,22 +64,10 @@ use procfs::{
 // Fixtures: ids and tokens as Mattermost shapes them (26 characters)
 // ---------------------------------------------------------------------------------------------
 
-const TEAM_ID: &str = "kwoknj9nwpypzgzy78wkw516qe";
-const CHANNEL_ID: &str = "hawos4dqtby53pd64o4a4cmeoo";
-const USER_ID: &str = "rnina6ed6fdudqxrbpcbpbwcka";
-const BOT_ID: &str = "bt7x3dqn3hbrw3jyitxs4r5nmu";
-const USER_TOKEN: &str = "usrtok9fdt8zjbqfy5pnkb8bq7";
-const BOT_TOKEN: &str = "bottok4dqtby53pd64o4a4cmee";
-const VERSION_ID: &str = "10.11.0.10.11.0.6f9a1c0e2d8b4a7c9e3f5b1d0a2c4e6f.false";
-/// Messages that start with this trigger exactly one of the generated hooks.
-const MATCH_PREFIX: &str = "#word";
-/// How many hooks posthook C (and the dead-sink instance) load.
-const HOOKS: usize = 10_000;
-/// One post in this many matches a hook.
-const MATCH_EVERY: usize = 10;
 /// What the webhook sink answers: a typical integration's reply. `comment` makes the reply
 /// carry the triggering post's id as `root_id`, which is how the reply is matched to it.
 const SINK_ANSWER: &str = r#"{"text":"ok","response_type":"comment"}"#;
+
 /// A request that takes longer than this counts as an error (keeps every phase bounded).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -191,200 +188,8 @@ const HELP: &str = "posthook end-to-end load test
                         Pingora (benches/profile/patched-pingora.sh): adds scenarios B' and E'";
 
 // ---------------------------------------------------------------------------------------------
-// Time
-// ---------------------------------------------------------------------------------------------
-
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-/// Nanoseconds since the bench started: one clock for the load generator, the upstream and
-/// the sink, which all live in this process.
-fn now_ns() -> u64 {
-    epoch().elapsed().as_nanos() as u64
-}
-
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-// ---------------------------------------------------------------------------------------------
 // A small HTTP/1.1 codec (keep-alive, Content-Length or chunked)
 // ---------------------------------------------------------------------------------------------
-
-const MAX_HEAD: usize = 64 * 1024;
-
-/// One HTTP/1.1 message.
-struct Msg {
-    /// Start line and header lines, with the final empty line.
-    head: Bytes,
-    /// Length of the start line (without CRLF).
-    start_len: usize,
-    body: Bytes,
-    /// `Connection: close` was sent.
-    close: bool,
-}
-
-impl Msg {
-    fn start(&self) -> &[u8] {
-        &self.head[..self.start_len]
-    }
-
-    /// `(method, target)` of a request.
-    fn request_line(&self) -> (&[u8], &[u8]) {
-        let mut it = self.start().splitn(3, |&b| b == b' ');
-        (it.next().unwrap_or(b""), it.next().unwrap_or(b""))
-    }
-
-    /// Status code of a response (0 when unreadable).
-    fn status(&self) -> u16 {
-        self.start()
-            .get(9..12)
-            .and_then(|s| std::str::from_utf8(s).ok())
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0)
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
-    hay.get(from..)?
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .map(|p| p + from)
-}
-
-fn invalid(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
-}
-
-async fn fill<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> io::Result<()> {
-    if buf.capacity() - buf.len() < 4096 {
-        buf.reserve(16 * 1024);
-    }
-    if r.read_buf(buf).await? == 0 {
-        return Err(io::ErrorKind::UnexpectedEof.into());
-    }
-    Ok(())
-}
-
-/// Reads one message from `r`, keeping what follows it in `buf`; `Ok(None)` when the peer
-/// closed between messages.
-async fn read_msg<R: AsyncRead + Unpin>(
-    r: &mut R,
-    buf: &mut BytesMut,
-    response: bool,
-) -> io::Result<Option<Msg>> {
-    let mut scanned = 0;
-    let head_end = loop {
-        if let Some(p) = find(buf, b"\r\n\r\n", scanned) {
-            break p + 4;
-        }
-        if buf.len() > MAX_HEAD {
-            return Err(invalid("head too large"));
-        }
-        scanned = buf.len().saturating_sub(3);
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(16 * 1024);
-        }
-        if r.read_buf(buf).await? == 0 {
-            return if buf.is_empty() {
-                Ok(None)
-            } else {
-                Err(io::ErrorKind::UnexpectedEof.into())
-            };
-        }
-    };
-    let head = buf.split_to(head_end).freeze();
-    let start_len = find(&head, b"\r\n", 0).unwrap_or(0);
-    let (mut length, mut chunked, mut close) = (None, false, false);
-    for line in head[start_len + 2..head_end - 4].split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
-        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
-        if name.eq_ignore_ascii_case(b"content-length") {
-            let n = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
-            length = Some(n.ok_or_else(|| invalid("bad content-length"))?);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            chunked = value.to_ascii_lowercase().ends_with(b"chunked");
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            close = value.eq_ignore_ascii_case(b"close");
-        }
-    }
-    let body = if chunked {
-        read_chunked(r, buf).await?
-    } else if let Some(n) = length {
-        while buf.len() < n {
-            fill(r, buf).await?;
-        }
-        buf.split_to(n).freeze()
-    } else if response {
-        // No length: the body runs to the end of the connection.
-        close = true;
-        loop {
-            match fill(r, buf).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
-                Err(e) => return Err(e),
-            }
-        }
-        buf.split().freeze()
-    } else {
-        Bytes::new()
-    };
-    Ok(Some(Msg {
-        head,
-        start_len,
-        body,
-        close,
-    }))
-}
-
-async fn read_chunked<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> io::Result<Bytes> {
-    let mut body = BytesMut::new();
-    loop {
-        let line_end = loop {
-            if let Some(p) = find(buf, b"\r\n", 0) {
-                break p;
-            }
-            if buf.len() > MAX_HEAD {
-                return Err(invalid("chunk line too long"));
-            }
-            fill(r, buf).await?;
-        };
-        let hex = buf[..line_end].split(|&b| b == b';').next().unwrap_or(b"");
-        let size = std::str::from_utf8(hex)
-            .ok()
-            .and_then(|h| usize::from_str_radix(h.trim(), 16).ok())
-            .ok_or_else(|| invalid("bad chunk size"))?;
-        buf.advance(line_end + 2);
-        if size == 0 {
-            // Trailers, up to the empty line.
-            loop {
-                let p = loop {
-                    if let Some(p) = find(buf, b"\r\n", 0) {
-                        break p;
-                    }
-                    fill(r, buf).await?;
-                };
-                buf.advance(p + 2);
-                if p == 0 {
-                    return Ok(body.freeze());
-                }
-            }
-        }
-        while buf.len() < size + 2 {
-            fill(r, buf).await?;
-        }
-        body.extend_from_slice(&buf[..size]);
-        buf.advance(size + 2);
-    }
-}
 
 fn response_head(out: &mut Vec<u8>, status: &str, body_len: usize, request_no: u64) {
     // Mattermost's own headers, minus Date (which costs a clock read and formatting).
