@@ -29,34 +29,42 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod bare_proxy;
 mod clock;
+mod configs;
 mod deliveries;
 mod fixtures;
 mod http;
 mod loadgen;
 #[path = "../common/procfs.rs"]
 mod procfs;
+mod procs;
 mod upstream;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 
+use bare_proxy::serve_bare_proxy;
 use clock::{epoch, now_ns};
+use configs::{hooks_yaml, nginx_conf, posthook_yaml, NginxPorts};
 use deliveries::{clear_records, collect_deliveries, read_log, Deliveries, LogCounts};
-use fixtures::{BOT_TOKEN, HOOKS, MATCH_EVERY};
+use fixtures::{HOOKS, MATCH_EVERY};
 use loadgen::{closed_loop, get_workload, open_loop, posts_workload, LoadResult, Workload};
 use procfs::{
-    children_of, clock_ticks, is_root, machine_busy_ticks, proc_alive, proc_status_kib, proc_ticks,
+    children_of, clock_ticks, machine_busy_ticks, proc_alive, proc_status_kib, proc_ticks,
     stat_ticks,
+};
+use procs::{
+    free_port, install_signal_cleanup, loopback, newest_source_mtime, patched_bins, posthook_bin,
+    Proc, Procs, TempDir,
 };
 use upstream::{serve, Serve, Upstream};
 
@@ -177,164 +185,6 @@ const HELP: &str = "posthook end-to-end load test
                         Pingora (benches/profile/patched-pingora.sh): adds scenarios B' and E'";
 
 // ---------------------------------------------------------------------------------------------
-// Child processes
-// ---------------------------------------------------------------------------------------------
-
-/// Pids of running children, for the signal thread: (pid, stop with SIGTERM first).
-static LIVE: Mutex<Vec<(u32, bool)>> = Mutex::new(Vec::new());
-
-fn send_signal(pid: u32, sig: &str) {
-    // std has no kill(2); the `kill` utility avoids a libc dependency for this one call.
-    let _ = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// A child process that is stopped when dropped.
-struct Proc {
-    name: String,
-    child: Option<Child>,
-    /// nginx: SIGTERM lets the master stop its workers.
-    gentle: bool,
-    log: PathBuf,
-    /// Extra pids to kill after the child (nginx workers).
-    extra: Vec<u32>,
-}
-
-impl Proc {
-    fn spawn(name: &str, cmd: &mut Command, gentle: bool, log: PathBuf) -> Proc {
-        let out = std::fs::File::create(&log).expect("log file");
-        let err = out.try_clone().expect("log file");
-        let child = cmd
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        LIVE.lock().unwrap().push((child.id(), gentle));
-        Proc {
-            name: name.to_string(),
-            child: Some(child),
-            gentle,
-            log,
-            extra: Vec::new(),
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map(Child::id).unwrap_or(0)
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-
-    /// Waits until the child accepts connections on `addr`; returns how long that took.
-    fn wait_listening(&mut self, addr: SocketAddr, started: Instant) -> Duration {
-        let deadline = started + Duration::from_secs(60);
-        loop {
-            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return started.elapsed();
-            }
-            if !self.alive() {
-                panic!("{} exited during start-up:\n{}", self.name, self.log_tail());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} does not listen on {addr}",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let pid = child.id();
-        if self.gentle {
-            send_signal(pid, "TERM");
-            let deadline = Instant::now() + Duration::from_secs(3);
-            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        for pid in &self.extra {
-            if proc_alive(*pid) {
-                send_signal(*pid, "KILL");
-            }
-        }
-        if let Ok(mut live) = LIVE.lock() {
-            live.retain(|(p, _)| *p != pid);
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// On SIGINT or SIGTERM: stop every child, then exit.
-fn install_signal_cleanup() {
-    std::thread::Builder::new()
-        .name("bench-signals".into())
-        .spawn(|| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("signal runtime");
-            rt.block_on(async {
-                use tokio::signal::unix::{signal, SignalKind};
-                let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            });
-            let live = std::mem::take(&mut *LIVE.lock().unwrap());
-            for (pid, gentle) in live {
-                send_signal(pid, if gentle { "TERM" } else { "KILL" });
-            }
-            eprintln!("load: interrupted; children stopped");
-            std::process::exit(130);
-        })
-        .expect("signal thread");
-}
-
-/// A scratch directory for configs and logs, removed at the end (kept after a panic).
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
-}
-
-fn loopback(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-// ---------------------------------------------------------------------------------------------
 // /proc
 // ---------------------------------------------------------------------------------------------
 
@@ -376,189 +226,6 @@ fn own_ticks() -> (u64, u64) {
         }
     }
     (upstream, total.saturating_sub(upstream))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Configs
-// ---------------------------------------------------------------------------------------------
-
-/// The hooks: Mattermost's mix as in benches/micro.rs: 10% bound to a channel (not the one the
-/// load posts to), 30% `starts_with` `!cmdN`, 60% `exact` `#wordN`/`#altN`; half form, half
-/// JSON; every callback to `sink`.
-fn hooks_yaml(sink: SocketAddr) -> String {
-    let mut y = String::with_capacity(HOOKS * 200);
-    y.push_str("hooks:\n");
-    for i in 0..HOOKS {
-        let _ = writeln!(y, "  - display_name: \"hook {i}\"");
-        match i % 10 {
-            0 => {
-                let _ = writeln!(y, "    channel_id: \"chan{i:022}\"");
-            }
-            1..=3 => {
-                let _ = writeln!(
-                    y,
-                    "    trigger_words: [\"!cmd{i}\"]\n    trigger_when: starts_with"
-                );
-            }
-            _ => {
-                let _ = writeln!(y, "    trigger_words: [\"#word{i}\", \"#alt{i}\"]");
-            }
-        }
-        let ct = if i % 2 == 0 {
-            "application/x-www-form-urlencoded"
-        } else {
-            "application/json"
-        };
-        let _ = writeln!(
-            y,
-            "    callback_urls: [\"http://{sink}/hooks/{i}\"]\n    content_type: \"{ct}\"\n    token: \"hooktoken{i:017}\""
-        );
-    }
-    y
-}
-
-/// posthook's config: the shipped defaults, written out, with loopback callbacks allowed.
-fn posthook_yaml(listen: SocketAddr, upstream: SocketAddr, threads: usize, hooks: &str) -> String {
-    format!(
-        "listen: \"{listen}\"
-upstream: \"http://{upstream}\"
-bot_token: \"{BOT_TOKEN}\"
-settings:
-  allowed_untrusted_internal_connections: [\"127.0.0.1\"]
-  outgoing_integration_requests_timeout: 30
-server:
-  threads: {threads}
-  grace_period_seconds: 0
-  graceful_shutdown_timeout_seconds: 1
-  upstream_connect_timeout_seconds: 5
-  upstream_keepalive_pool_size: 128
-limits:
-  max_inspected_body_bytes: 1048576
-  max_decoded_body_bytes: 4194304
-  queue_capacity: 10000
-  max_concurrent_jobs: 64
-  max_concurrent_deliveries: 256
-  lookup_cache_ttl_seconds: 60
-  lookup_cache_max_entries: 10000
-  lookup_timeout_seconds: 10
-{hooks}"
-    )
-}
-
-struct NginxPorts {
-    direct: SocketAddr,
-    split: SocketAddr,
-    chain: SocketAddr,
-}
-
-/// nginx as the Mattermost docs configure it (keep-alive upstream, HTTP/1.1, forwarding
-/// headers), with three servers: straight to the upstream (D), the split deployment (only
-/// `POST /api/v4/posts` to posthook) and the chain (everything through posthook).
-fn nginx_conf(
-    dir: &Path,
-    workers: usize,
-    upstream: SocketAddr,
-    posthook: SocketAddr,
-    p: &NginxPorts,
-) -> String {
-    let user = if is_root() { "user root;\n" } else { "" };
-    let d = dir.display();
-    let proxy = "proxy_http_version 1.1;
-      proxy_set_header Connection \"\";
-      proxy_set_header Host $host;
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto $scheme;";
-    format!(
-        "{user}worker_processes {workers};
-daemon off;
-pid {d}/nginx.pid;
-error_log {d}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {d}/client_body;
-  proxy_temp_path {d}/proxy;
-  fastcgi_temp_path {d}/fastcgi;
-  uwsgi_temp_path {d}/uwsgi;
-  scgi_temp_path {d}/scgi;
-  keepalive_requests 1000000;
-  upstream mattermost {{ server {upstream}; keepalive 128; keepalive_requests 1000000; }}
-  upstream posthook {{ server {posthook}; keepalive 128; keepalive_requests 1000000; }}
-  map $request_method $posts_backend {{ POST posthook; default mattermost; }}
-  server {{
-    listen {direct};
-    location / {{ proxy_pass http://mattermost; {proxy} }}
-  }}
-  server {{
-    listen {split};
-    location = /api/v4/posts {{ proxy_pass http://$posts_backend; {proxy} }}
-    location / {{ proxy_pass http://mattermost; {proxy} }}
-  }}
-  server {{
-    listen {chain};
-    location / {{ proxy_pass http://posthook; {proxy} }}
-  }}
-}}
-",
-        direct = p.direct,
-        split = p.split,
-        chain = p.chain,
-    )
-}
-
-// ---------------------------------------------------------------------------------------------
-// The bare Pingora proxy (scenario E), run in a child: this binary with --serve-bare-proxy
-// ---------------------------------------------------------------------------------------------
-
-struct Bare {
-    peer: pingora::prelude::HttpPeer,
-}
-
-#[async_trait::async_trait]
-impl pingora::proxy::ProxyHttp for Bare {
-    type CTX = ();
-
-    fn new_ctx(&self) {}
-
-    async fn upstream_peer(
-        &self,
-        _session: &mut pingora::proxy::Session,
-        _ctx: &mut (),
-    ) -> pingora::Result<Box<pingora::prelude::HttpPeer>> {
-        Ok(Box::new(self.peer.clone()))
-    }
-}
-
-/// The framework's floor: a `ProxyHttp` with only `upstream_peer`, on the ServerConf and peer
-/// options posthook uses. Exits when the parent closes our stdin.
-fn serve_bare_proxy(listen: &str, upstream: &str, threads: usize) -> ! {
-    std::thread::spawn(|| {
-        let mut b = [0u8; 64];
-        loop {
-            match io::stdin().read(&mut b) {
-                Ok(0) | Err(_) => std::process::exit(0),
-                Ok(_) => {}
-            }
-        }
-    });
-    let (host, port) = upstream.rsplit_once(':').expect("host:port");
-    let port: u16 = port.parse().expect("port");
-    let mut peer = pingora::prelude::HttpPeer::new((host, port), false, String::new());
-    peer.options.connection_timeout = Some(Duration::from_secs(5));
-    peer.options.total_connection_timeout = Some(Duration::from_secs(5));
-    let conf = pingora::server::configuration::ServerConf {
-        threads,
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(1),
-        upstream_keepalive_pool_size: 128,
-        ..Default::default()
-    };
-    let mut server = pingora::server::Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
-    let mut service = pingora::proxy::http_proxy_service(&server.configuration, Bare { peer });
-    service.add_tcp(listen);
-    server.add_service(service);
-    server.run_forever()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1007,64 +674,6 @@ fn machine() -> String {
         cmd_output("rustc", &["-V"]),
         cmd_output("/usr/sbin/nginx", &["-v"]).replace("nginx version: ", ""),
     )
-}
-
-/// The posthook binary: $POSTHOOK_BIN, Cargo's CARGO_BIN_EXE_posthook, or the `posthook` next
-/// to this bench's `deps/` directory (where `cargo bench` and `cargo build --release` put it).
-fn posthook_bin() -> PathBuf {
-    let mut candidates = Vec::new();
-    if let Some(p) = std::env::var_os("POSTHOOK_BIN") {
-        candidates.push(PathBuf::from(p));
-    }
-    if let Some(p) = option_env!("CARGO_BIN_EXE_posthook") {
-        candidates.push(PathBuf::from(p));
-    }
-    if let Some(dir) = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent()?.parent().map(Path::to_path_buf))
-    {
-        candidates.push(dir.join("posthook"));
-    }
-    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
-        candidates.push(PathBuf::from(t).join("release/posthook"));
-    }
-    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/posthook"));
-    candidates
-        .into_iter()
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("posthook binary not found: run `cargo build --release` or set POSTHOOK_BIN")
-        })
-}
-
-fn newest_source_mtime() -> Option<SystemTime> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .filter_map(|e| e.metadata().ok()?.modified().ok())
-        .max()
-}
-
-struct Procs {
-    b: Proc,
-    c: Proc,
-    e: Proc,
-    nginx: Option<Proc>,
-    /// posthook without hooks (B') and the bare proxy (E') built against a patched Pingora.
-    patched: Option<(Proc, SocketAddr, Proc, SocketAddr)>,
-}
-
-/// `POSTHOOK_PATCHED_BIN` and `BARE_PATCHED_BIN`: posthook and this bench built against a
-/// patched Pingora (`benches/profile/patched-pingora.sh` builds both and prints the command).
-/// With both set, scenarios B' and E' run those binaries next to B and E in the same rounds.
-fn patched_bins() -> Option<(PathBuf, PathBuf)> {
-    let posthook = PathBuf::from(std::env::var_os("POSTHOOK_PATCHED_BIN")?);
-    let bare = PathBuf::from(std::env::var_os("BARE_PATCHED_BIN")?);
-    for p in [&posthook, &bare] {
-        assert!(p.is_file(), "{} is not a file", p.display());
-    }
-    Some((posthook, bare))
 }
 
 fn run(opts: Opts) {
