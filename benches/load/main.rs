@@ -348,20 +348,7 @@ fn run(opts: Opts) {
         nginx,
         patched,
     };
-    let idle_rss: Vec<(String, u64)> = vec![
-        (
-            "posthook B".into(),
-            proc_status_kib(procs.b.pid(), "VmRSS:"),
-        ),
-        (
-            "posthook C".into(),
-            proc_status_kib(procs.c.pid(), "VmRSS:"),
-        ),
-        (
-            "bare Pingora".into(),
-            proc_status_kib(procs.e.pid(), "VmRSS:"),
-        ),
-    ];
+    let idle_rss = procs.memory_kib("VmRSS:");
     eprintln!(
         "started: upstream {upstream}, sink {sink}, posthook B {b_addr} ({:.2} s), posthook C {c_addr} with {HOOKS} hooks ({:.2} s), bare {e_addr} ({:.2} s); binary {}",
         b_start.as_secs_f64(),
@@ -481,20 +468,7 @@ fn run(opts: Opts) {
         r.opts.open_warmup = saved;
     }
 
-    let hwm: Vec<(String, u64)> = vec![
-        (
-            "posthook B".into(),
-            proc_status_kib(procs.b.pid(), "VmHWM:"),
-        ),
-        (
-            "posthook C".into(),
-            proc_status_kib(procs.c.pid(), "VmHWM:"),
-        ),
-        (
-            "bare Pingora".into(),
-            proc_status_kib(procs.e.pid(), "VmHWM:"),
-        ),
-    ];
+    let hwm = procs.memory_kib("VmHWM:");
     let nginx_hwm: Vec<u64> = procs
         .nginx
         .as_ref()

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::procfs::proc_alive;
+use crate::procfs::{proc_alive, proc_status_kib};
 
 /// Pids of running children, for the signal thread: (pid, stop with SIGTERM first).
 static LIVE: Mutex<Vec<(u32, bool)>> = Mutex::new(Vec::new());
@@ -209,6 +209,18 @@ pub struct Procs {
     pub nginx: Option<Proc>,
     /// posthook without hooks (B') and the bare proxy (E') built against a patched Pingora.
     pub patched: Option<(Proc, SocketAddr, Proc, SocketAddr)>,
+}
+
+impl Procs {
+    /// One `Vm…:` line (KiB) of posthook B, posthook C and the bare proxy, named as the memory
+    /// table names them; read after start-up and again after the rounds.
+    pub fn memory_kib(&self, key: &str) -> Vec<(String, u64)> {
+        vec![
+            ("posthook B".into(), proc_status_kib(self.b.pid(), key)),
+            ("posthook C".into(), proc_status_kib(self.c.pid(), key)),
+            ("bare Pingora".into(), proc_status_kib(self.e.pid(), key)),
+        ]
+    }
 }
 
 /// `POSTHOOK_PATCHED_BIN` and `BARE_PATCHED_BIN`: posthook and this bench built against a
