@@ -178,6 +178,51 @@ struct ConnResult {
     errors: BTreeMap<String, u64>,
 }
 
+impl ConnResult {
+    /// A new connection, or None with the failure counted.
+    async fn connect(&mut self, addr: SocketAddr) -> Option<Client> {
+        match Client::connect(addr).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                *self
+                    .errors
+                    .entry(format!("connect: {}", e.kind()))
+                    .or_default() += 1;
+                None
+            }
+        }
+    }
+
+    /// Sends `req` on the connected `client` and counts the outcome; `latency` gets the moment
+    /// the answer was in and says what to record (nothing outside the measuring window). A
+    /// failed call, or a connection the server closes, empties `client` for a new connect.
+    async fn exchange(
+        &mut self,
+        client: &mut Option<Client>,
+        req: &[u8],
+        expect: u16,
+        latency: impl FnOnce(Instant) -> Option<u64>,
+    ) {
+        let res = client.as_mut().expect("connected").call(req, expect).await;
+        let done = Instant::now();
+        match res {
+            Ok(keep) => {
+                self.total += 1;
+                if let Some(ns) = latency(done) {
+                    self.lat.push(ns);
+                }
+                if !keep {
+                    *client = None;
+                }
+            }
+            Err(e) => {
+                *self.errors.entry(e).or_default() += 1;
+                *client = None;
+            }
+        }
+    }
+}
+
 /// `conns` keep-alive connections, each sending its next request as soon as the previous
 /// answer is in: the maximum throughput.
 pub async fn closed_loop(
@@ -201,41 +246,18 @@ pub async fn closed_loop(
             let mut client: Option<Client> = None;
             while Instant::now() < t_end {
                 if client.is_none() {
-                    match Client::connect(addr).await {
-                        Ok(c) => client = Some(c),
-                        Err(e) => {
-                            *r.errors
-                                .entry(format!("connect: {}", e.kind()))
-                                .or_default() += 1;
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                            continue;
-                        }
+                    client = r.connect(addr).await;
+                    if client.is_none() {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
                     }
                 }
                 let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                 let req = &wl.requests[i % wl.requests.len()];
                 let t0 = Instant::now();
-                let res = client
-                    .as_mut()
-                    .expect("connected")
-                    .call(req, wl.expect)
-                    .await;
-                let t1 = Instant::now();
-                match res {
-                    Ok(keep) => {
-                        r.total += 1;
-                        if t1 >= t_w && t1 < t_end {
-                            r.lat.push((t1 - t0).as_nanos() as u64);
-                        }
-                        if !keep {
-                            client = None;
-                        }
-                    }
-                    Err(e) => {
-                        *r.errors.entry(e).or_default() += 1;
-                        client = None;
-                    }
-                }
+                let latency =
+                    |t1: Instant| (t1 >= t_w && t1 < t_end).then(|| (t1 - t0).as_nanos() as u64);
+                r.exchange(&mut client, req, wl.expect, latency).await;
             }
             r
         });
@@ -317,38 +339,15 @@ pub async fn open_loop(
                 let job = rx.lock().await.recv().await;
                 let Some((i, intended)) = job else { break };
                 if client.is_none() {
-                    match Client::connect(addr).await {
-                        Ok(c) => client = Some(c),
-                        Err(e) => {
-                            *r.errors
-                                .entry(format!("connect: {}", e.kind()))
-                                .or_default() += 1;
-                            continue;
-                        }
+                    client = r.connect(addr).await;
+                    if client.is_none() {
+                        continue;
                     }
                 }
                 let req = &wl.requests[i as usize % wl.requests.len()];
-                let res = client
-                    .as_mut()
-                    .expect("connected")
-                    .call(req, wl.expect)
-                    .await;
-                let done = Instant::now();
-                match res {
-                    Ok(keep) => {
-                        r.total += 1;
-                        if intended >= t_w {
-                            r.lat.push((done - intended).as_nanos() as u64);
-                        }
-                        if !keep {
-                            client = None;
-                        }
-                    }
-                    Err(e) => {
-                        *r.errors.entry(e).or_default() += 1;
-                        client = None;
-                    }
-                }
+                let latency =
+                    |done: Instant| (intended >= t_w).then(|| (done - intended).as_nanos() as u64);
+                r.exchange(&mut client, req, wl.expect, latency).await;
             }
             r
         });
