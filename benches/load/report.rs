@@ -214,6 +214,25 @@ pub fn print_report(r: &Runner, o: &Opts, x: ReportExtra) {
             format!("**{}** ({})", a.error_count(), kinds.join(", "))
         }
     };
+    // Closed-loop rows, for the main scenarios' table and the split deployment's.
+    let closed_rows = |rows: &[(&str, &str)]| -> String {
+        let mut out = String::new();
+        for (key, what) in rows {
+            if let Some(a) = &r.find(key, Mode::Closed) {
+                let (lo, hi) = min_max(&a.rates);
+                let _ = writeln!(
+                    out,
+                    "| {key} | {what} | {:.0} [{lo:.0}–{hi:.0}] | {} | {} | {} | {} |",
+                    median(&a.rates),
+                    lat_cells(a),
+                    errors_cell(a),
+                    cpu_cell(a),
+                    bench_cell(a)
+                );
+            }
+        }
+        out
+    };
     let scenario_rows: &[(&str, &str)] = &[
         ("A", "direct to the upstream"),
         ("B", "posthook, no hooks"),
@@ -234,20 +253,7 @@ pub fn print_report(r: &Runner, o: &Opts, x: ReportExtra) {
     );
     let _ = writeln!(w, "req/s: median of the rounds [min–max]. Latency in µs over all rounds' samples. CPU: the proxy process's user+system CPU seconds per 1 000 requests (0.050 s/1000 = 50 µs of CPU per request), warm-up included. Bench CPU: µs per request of the load generator / the upstream stand-in.\n");
     let _ = writeln!(w, "| | scenario | req/s | p50 | p90 | p99 | p99.9 | max | errors | CPU s/1000 req | bench CPU µs/req (loadgen / upstream) | other load, cores (phases used) |\n|---|---|---:|---:|---:|---:|---:|---:|---|---|---|---:|");
-    for (key, what) in scenario_rows {
-        if let Some(a) = &r.find(key, Mode::Closed) {
-            let (lo, hi) = min_max(&a.rates);
-            let _ = writeln!(
-                w,
-                "| {key} | {what} | {:.0} [{lo:.0}–{hi:.0}] | {} | {} | {} | {} |",
-                median(&a.rates),
-                lat_cells(a),
-                errors_cell(a),
-                cpu_cell(a),
-                bench_cell(a)
-            );
-        }
-    }
+    w.push_str(&closed_rows(scenario_rows));
 
     // Ratios per round (the rounds alternate, so each ratio compares neighbours in time).
     let ratio = |num: &str, den: &str| -> Option<(f64, f64, f64)> {
@@ -554,20 +560,7 @@ pub fn print_report(r: &Runner, o: &Opts, x: ReportExtra) {
     if r.find("Gdirect", Mode::Closed).is_some() {
         let _ = writeln!(w, "\n## Split deployment (issue item 5): nginx sends only `POST /api/v4/posts` to posthook\n");
         let _ = writeln!(w, "| | path | req/s | p50 | p90 | p99 | p99.9 | max | errors | CPU s/1000 req | bench CPU µs/req (loadgen / upstream) | other load, cores (phases used) |\n|---|---|---:|---:|---:|---:|---:|---:|---|---|---|---:|");
-        for (key, what) in split_rows {
-            if let Some(a) = &r.find(key, Mode::Closed) {
-                let (lo, hi) = min_max(&a.rates);
-                let _ = writeln!(
-                    w,
-                    "| {key} | {what} | {:.0} [{lo:.0}–{hi:.0}] | {} | {} | {} | {} |",
-                    median(&a.rates),
-                    lat_cells(a),
-                    errors_cell(a),
-                    cpu_cell(a),
-                    bench_cell(a)
-                );
-            }
-        }
+        w.push_str(&closed_rows(split_rows));
         if let (Some(s), Some(c)) = (ratio("Gsplit", "Gchain"), ratio("Gposthook", "Gdirect")) {
             let _ = writeln!(w, "\nGET through the split ÷ through the chain: {:.2} [{:.2}–{:.2}]; GET through posthook alone ÷ direct: {:.2}.", s.0, s.1, s.2, c.0);
         }
