@@ -1,5 +1,5 @@
-//! Aggregation of the kept phases (percentiles, medians, CPU per request) and the markdown report.
-//! The report alone goes to stdout (progress lines go to stderr), so that
+//! Aggregation of the kept phases (percentiles, medians, CPU per request) and the markdown
+//! report. Only the report goes to stdout (progress lines go to stderr), so that
 //! `cargo bench --bench load > report.md` keeps just the report.
 
 use std::collections::BTreeMap;
