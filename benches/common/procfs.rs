@@ -131,9 +131,10 @@ mod tests {
         use std::time::{Duration, Instant};
         let pid = std::process::id();
         assert!(proc_alive(pid));
-        let rss = proc_status_kib(pid, "VmRSS:");
-        assert!(rss > 0);
-        assert!(proc_status_kib(pid, "VmHWM:") >= rss);
+        // VmHWM is not compared with VmRSS: the kernel's RSS counters are approximate and
+        // its high-water mark is updated lazily, so the two may disagree for a moment.
+        assert!(proc_status_kib(pid, "VmRSS:") > 0);
+        assert!(proc_status_kib(pid, "VmHWM:") > 0);
         assert_eq!(proc_status_kib(pid, "NoSuchKey:"), 0);
         assert!(open_fds(pid) > 0, "at least the directory being counted");
         assert!(clock_ticks() > 0.0);
