@@ -15,10 +15,14 @@ mod support;
 #[path = "../tests/harness/mod.rs"]
 mod harness;
 
+#[path = "common/procfs.rs"]
+mod procfs;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use harness::*;
+use procfs::{open_fds, proc_status_kib};
 use support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_posthook");
@@ -30,24 +34,6 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn proc_status(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
 }
 
 /// Reads one metric value from a Prometheus text page.
@@ -157,7 +143,7 @@ async fn main() {
         }
         sent += 1;
         if start.elapsed() >= next_sample {
-            let rss = proc_status(pid, "VmRSS:") / 1024;
+            let rss = proc_status_kib(pid, "VmRSS:") / 1024;
             let fds = open_fds(pid);
             samples.push((rss, start.elapsed().as_secs(), fds));
             println!(
@@ -183,7 +169,7 @@ async fn main() {
     let posted = metric(&page, "posthook_replies_total{outcome=\"posted\"}");
     let reply_failed = metric(&page, "posthook_replies_total{outcome=\"failed\"}");
     let none = metric(&page, "posthook_replies_total{outcome=\"none\"}");
-    let peak = proc_status(pid, "VmHWM:") / 1024;
+    let peak = proc_status_kib(pid, "VmHWM:") / 1024;
     let first = samples
         .get(1)
         .or(samples.first())
