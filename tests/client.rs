@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use posthook::config::{AllowEntry, ContentType};
-use posthook::mattermost::MattermostClient;
+use posthook::mattermost::{ClientLimits, MattermostClient, DEFAULT_MAX_ANSWER_BYTES};
 use posthook::net::{AddressPolicy, Resolver};
 use posthook::stats::Stats;
 use posthook::webhook::{DeliveryError, WebhookAnswer, WebhookClient, MAX_RESPONSE_BYTES};
@@ -379,10 +379,13 @@ async fn mattermost_answers_are_bounded() {
     let mm = MattermostClient::new(
         &format!("http://127.0.0.1:{}", ep.port),
         "bottoken",
-        Duration::from_secs(5),
-        Duration::from_secs(60),
-        100,
-        8,
+        ClientLimits {
+            timeout: Duration::from_secs(5),
+            cache_ttl: Duration::from_secs(60),
+            cache_max_entries: 100,
+            max_idle: 8,
+            max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
+        },
         Arc::new(Stats::default()),
     )
     .unwrap();

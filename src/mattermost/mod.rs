@@ -19,7 +19,7 @@ use thiserror::Error;
 
 pub mod model;
 
-use crate::config::Config;
+use crate::config::{Config, Limits};
 use crate::net::client::{describe, read_capped, Body, HttpClient};
 use crate::net::guard::{GuardedResolver, SystemResolver};
 use crate::stats::Stats;
@@ -71,48 +71,83 @@ struct Inner {
     me: Cache<(), Arc<User>>,
 }
 
+/// The bounds of the Mattermost client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Whole-request deadline: connect, send and read the answer.
+    pub timeout: Duration,
+    /// How long a look-up stays cached.
+    pub cache_ttl: Duration,
+    /// Entries per look-up cache (channels, teams, users).
+    pub cache_max_entries: u64,
+    /// Idle keep-alive connections kept to Mattermost.
+    pub max_idle: usize,
+    /// Answers are read up to this many bytes; a longer one is an error.
+    pub max_answer_bytes: usize,
+}
+
+impl From<&Limits> for ClientLimits {
+    fn from(l: &Limits) -> ClientLimits {
+        ClientLimits {
+            timeout: l.lookup_timeout,
+            cache_ttl: l.lookup_cache_ttl,
+            cache_max_entries: l.lookup_cache_max_entries,
+            max_idle: l.max_idle_connections_per_host,
+            max_answer_bytes: l.max_decoded_body_bytes,
+        }
+    }
+}
+
 impl MattermostClient {
-    /// The client `config` describes: its upstream, bot token, look-up limits and idle
-    /// connection bound.
+    /// The client `config` describes: its upstream, bot token and limits.
     pub fn from_config(config: &Config, stats: Arc<Stats>) -> Result<MattermostClient, ApiError> {
-        let l = &config.limits;
-        let inner = Inner::new(
+        MattermostClient::new(
             &config.upstream.base_url,
             &config.bot_token,
-            l.lookup_timeout,
-            l.lookup_cache_ttl,
-            l.lookup_cache_max_entries,
-            l.max_idle_connections_per_host,
+            ClientLimits::from(&config.limits),
             stats,
-        )?;
-        Ok(MattermostClient {
-            inner: Arc::new(Inner {
-                max_answer_bytes: l.max_decoded_body_bytes,
-                ..inner
-            }),
-        })
+        )
     }
 
-    /// A client for `base_url` (no trailing slash) authenticating with `bot_token`, keeping
-    /// at most `max_idle` idle connections to Mattermost.
+    /// A client for `base_url` (no trailing slash) authenticating with `bot_token`.
     pub fn new(
         base_url: &str,
         bot_token: &str,
-        timeout: Duration,
-        cache_ttl: Duration,
-        cache_max_entries: u64,
-        max_idle: usize,
+        limits: ClientLimits,
         stats: Arc<Stats>,
     ) -> Result<MattermostClient, ApiError> {
-        let inner = Inner::new(
-            base_url,
-            bot_token,
-            timeout,
-            cache_ttl,
-            cache_max_entries,
-            max_idle,
+        let http = HttpClient::new(
+            GuardedResolver::new(Arc::new(SystemResolver), None),
+            limits.timeout.min(Duration::from_secs(5)),
+            limits.max_idle,
+            Duration::from_secs(90),
+        )
+        .map_err(|e| ApiError::Transport(describe(e.as_ref())))?;
+        fn cache<V: Clone + Send + Sync + 'static, K>(ttl: Duration, max: u64) -> Cache<K, V>
+        where
+            K: std::hash::Hash + Eq + Send + Sync + 'static,
+        {
+            Cache::builder().max_capacity(max).time_to_live(ttl).build()
+        }
+        let create_post_url: http::Uri = format!("{base_url}{REPLY_PATH}")
+            .parse()
+            .map_err(|e| ApiError::Transport(format!("bad Mattermost URL: {e}")))?;
+        let auth = http::HeaderValue::try_from(format!("Bearer {bot_token}"))
+            .map_err(|_| ApiError::Transport("the bot token is not a valid header value".into()))?;
+        let (ttl, max) = (limits.cache_ttl, limits.cache_max_entries);
+        let inner = Inner {
+            http,
+            base_url: base_url.to_string(),
+            create_post_url,
+            auth,
+            timeout: limits.timeout,
+            max_answer_bytes: limits.max_answer_bytes,
             stats,
-        )?;
+            channels: cache(ttl, max),
+            teams: cache(ttl, max),
+            users: cache(ttl, max),
+            me: cache(ttl.max(Duration::from_secs(300)), 1),
+        };
         Ok(MattermostClient {
             inner: Arc::new(inner),
         })
@@ -343,52 +378,6 @@ impl MattermostClient {
             return Err(app_error(status.as_u16(), &body));
         }
         serde_json::from_slice(&body).map_err(|e| ApiError::Decode(e.to_string()))
-    }
-}
-
-impl Inner {
-    /// The client's state, with answers bounded at [`DEFAULT_MAX_ANSWER_BYTES`]
-    /// ([`MattermostClient::from_config`] sets the configured bound instead).
-    fn new(
-        base_url: &str,
-        bot_token: &str,
-        timeout: Duration,
-        cache_ttl: Duration,
-        cache_max_entries: u64,
-        max_idle: usize,
-        stats: Arc<Stats>,
-    ) -> Result<Inner, ApiError> {
-        let http = HttpClient::new(
-            GuardedResolver::new(Arc::new(SystemResolver), None),
-            timeout.min(Duration::from_secs(5)),
-            max_idle,
-            Duration::from_secs(90),
-        )
-        .map_err(|e| ApiError::Transport(describe(e.as_ref())))?;
-        fn cache<V: Clone + Send + Sync + 'static, K>(ttl: Duration, max: u64) -> Cache<K, V>
-        where
-            K: std::hash::Hash + Eq + Send + Sync + 'static,
-        {
-            Cache::builder().max_capacity(max).time_to_live(ttl).build()
-        }
-        let create_post_url: http::Uri = format!("{base_url}{REPLY_PATH}")
-            .parse()
-            .map_err(|e| ApiError::Transport(format!("bad Mattermost URL: {e}")))?;
-        let auth = http::HeaderValue::try_from(format!("Bearer {bot_token}"))
-            .map_err(|_| ApiError::Transport("the bot token is not a valid header value".into()))?;
-        Ok(Inner {
-            http,
-            base_url: base_url.to_string(),
-            create_post_url,
-            auth,
-            timeout,
-            max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
-            stats,
-            channels: cache(cache_ttl, cache_max_entries),
-            teams: cache(cache_ttl, cache_max_entries),
-            users: cache(cache_ttl, cache_max_entries),
-            me: cache(cache_ttl.max(Duration::from_secs(300)), 1),
-        })
     }
 }
 
