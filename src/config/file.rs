@@ -1,6 +1,6 @@
 //! The YAML file model: a literal mirror of the file, nothing checked beyond types. Unknown keys
 //! are errors; every value keeps the line and column it was written at, for the errors of
-//! [`super::validate`].
+//! `validate`.
 
 use serde::Deserialize;
 use serde_saphyr::Spanned;

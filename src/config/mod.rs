@@ -1,7 +1,7 @@
 //! Configuration: the YAML file model, `${NAME}` substitution and validation into the
 //! immutable [`Config`] the rest of posthook runs on.
 //!
-//! Two layers, as in river: [`file`] mirrors the YAML (unknown keys are errors, every string keeps
+//! Two layers, as in river: [`mod@file`] mirrors the YAML (unknown keys are errors, every string keeps
 //! its line and column), and [`Config`] is what survives validation: parsed addresses, URLs,
 //! durations and compiled hooks. The proxy never sees a raw config string. Every error names the
 //! file, line, column and field, e.g.

@@ -12,7 +12,7 @@
 //!              own post)
 //! ```
 //!
-//! Every callback request that becomes due in "fan out" is a [`due::DueRequest`], which ends
+//! Every callback request that becomes due in "fan out" is a `due::DueRequest`, which ends
 //! exactly once as delivered, failed or dropped, so that `due == delivered + failed + dropped`
 //! holds whenever nothing is in flight. What cannot be counted: a process killed outright
 //! (SIGKILL, abort). And what is counted while the runtimes stop at shutdown reaches the logs

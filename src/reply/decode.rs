@@ -56,7 +56,7 @@ impl WebhookResponse {
     }
 
     /// Every user id the reply will resolve (see [`slack::referenced_user_ids`]); look them up
-    /// in one batch and pass the id → username map to [`build_reply_posts`].
+    /// in one batch and pass the id → username map to [`super::build::build_reply_posts`].
     pub fn referenced_user_ids(&self) -> Vec<String> {
         slack::referenced_user_ids(
             self.text.as_deref(),
