@@ -20,8 +20,8 @@ use thiserror::Error;
 pub mod model;
 
 use crate::config::{Config, Limits};
-use crate::net::client::{describe, read_capped, Body, HttpClient};
-use crate::net::guard::{GuardedResolver, SystemResolver};
+use crate::net::client::{describe, read_capped, Body, BodyError, HttpClient};
+use crate::net::guard::{BoxError, GuardedResolver, SystemResolver};
 use crate::stats::Stats;
 use model::{is_valid_id, Channel, CreatedPost, Team, User, REPLY_PATH};
 
@@ -37,6 +37,15 @@ pub enum ApiError {
     InvalidId(String),
     #[error("request failed: {0}")]
     Transport(String),
+    /// The HTTP client could not be built (TLS roots).
+    #[error("HTTP client: {}", describe(.0.as_ref()))]
+    Client(#[source] BoxError),
+    /// The request could not be sent or its answer's head not read; the text is the whole chain
+    /// of causes (hyper's errors never carry the URL).
+    #[error("request failed: {}", describe(.0))]
+    Request(#[source] hyper_util::client::legacy::Error),
+    #[error("request failed: {0}")]
+    Body(#[from] BodyError),
     #[error("HTTP {status}: {id}: {message}")]
     Status {
         status: u16,
@@ -45,7 +54,7 @@ pub enum ApiError {
         message: String,
     },
     #[error("unexpected answer: {0}")]
-    Decode(String),
+    Decode(#[from] serde_json::Error),
 }
 
 /// The upstream REST client. Cheap to clone.
@@ -122,7 +131,7 @@ impl MattermostClient {
             limits.max_idle,
             Duration::from_secs(90),
         )
-        .map_err(|e| ApiError::Transport(describe(e.as_ref())))?;
+        .map_err(ApiError::Client)?;
         fn cache<V: Clone + Send + Sync + 'static, K>(ttl: Duration, max: u64) -> Cache<K, V>
         where
             K: std::hash::Hash + Eq + Send + Sync + 'static,
@@ -338,7 +347,7 @@ impl MattermostClient {
         let bytes = match body {
             Some(b) => {
                 request = request.header(http::header::CONTENT_TYPE, "application/json");
-                serde_json::to_vec(b).map_err(|e| ApiError::Decode(e.to_string()))?
+                serde_json::to_vec(b)?
             }
             None => Vec::new(),
         };
@@ -353,11 +362,9 @@ impl MattermostClient {
                 .http
                 .send(request)
                 .await
-                .map_err(|e| ApiError::Transport(describe(&e)))?;
+                .map_err(ApiError::Request)?;
             let status = response.status();
-            let body = read_capped(response.into_body(), cap + 1, false)
-                .await
-                .map_err(|e| ApiError::Transport(e.to_string()))?;
+            let body = read_capped(response.into_body(), cap + 1, false).await?;
             if body.len() > cap {
                 return Err(ApiError::Transport(format!(
                     "answer larger than {cap} bytes"
@@ -377,7 +384,7 @@ impl MattermostClient {
         if !status.is_success() {
             return Err(app_error(status.as_u16(), &body));
         }
-        serde_json::from_slice(&body).map_err(|e| ApiError::Decode(e.to_string()))
+        Ok(serde_json::from_slice(&body)?)
     }
 }
 
