@@ -726,6 +726,16 @@ enum MmReply {
     Error(AppErr),
 }
 
+/// A look-up's answer: 200 with the object's JSON, or the 404 AppError (`id`, `message`)
+/// Mattermost gives when it does not exist.
+#[allow(dead_code)]
+fn found(json: Option<Vec<u8>>, id: &'static str, message: &str) -> MmReply {
+    match json {
+        Some(json) => MmReply::Json(200, json),
+        None => MmReply::Error(AppErr::new(404, id, message)),
+    }
+}
+
 /// An in-process Mattermost stand-in; see the module docs. Dropping it stops the server.
 #[allow(dead_code)]
 pub struct MattermostStandIn {
@@ -1098,51 +1108,40 @@ async fn handle_mm(
         }
         (&Method::GET, ["api", "v4", "channels", id]) => {
             let st = lock(&state);
-            let reply = match st.channel(id) {
-                Some(c) => MmReply::Json(200, channel_json(c)),
-                None => MmReply::Error(AppErr::new(
-                    404,
-                    "app.channel.get.existing.app_error",
-                    "Unable to find the existing channel.",
-                )),
-            };
+            let reply = found(
+                st.channel(id).map(channel_json),
+                "app.channel.get.existing.app_error",
+                "Unable to find the existing channel.",
+            );
             mm_response(reply, &request_id, &[])
         }
         (&Method::GET, ["api", "v4", "posts", id]) => {
             let st = lock(&state);
-            let reply = match st.posts.iter().find(|p| p.id == *id) {
-                Some(p) => MmReply::Json(200, to_json(p)),
-                None => MmReply::Error(AppErr::new(
-                    404,
-                    "app.post.get.app_error",
-                    "Unable to get the post.",
-                )),
-            };
+            let reply = found(
+                st.posts.iter().find(|p| p.id == *id).map(to_json),
+                "app.post.get.app_error",
+                "Unable to get the post.",
+            );
             mm_response(reply, &request_id, &[])
         }
         (&Method::GET, ["api", "v4", "teams", id]) => {
             let st = lock(&state);
-            let reply = match st.team(id) {
-                Some(t) => MmReply::Json(200, team_json(t)),
-                None => MmReply::Error(AppErr::new(
-                    404,
-                    "app.team.get.find.app_error",
-                    "Unable to find the existing team.",
-                )),
-            };
+            let reply = found(
+                st.team(id).map(team_json),
+                "app.team.get.find.app_error",
+                "Unable to find the existing team.",
+            );
             mm_response(reply, &request_id, &[])
         }
         (&Method::GET, ["api", "v4", "users", id]) => {
             let st = lock(&state);
             let wanted = if *id == "me" { user.id.as_str() } else { id };
-            let reply = match st.user(wanted) {
-                Some(u) => MmReply::Json(200, to_json(&user_value(u, u.id == user.id))),
-                None => MmReply::Error(AppErr::new(
-                    404,
-                    "app.user.missing_account.const",
-                    "Unable to find the user.",
-                )),
-            };
+            let reply = found(
+                st.user(wanted)
+                    .map(|u| to_json(&user_value(u, u.id == user.id))),
+                "app.user.missing_account.const",
+                "Unable to find the user.",
+            );
             mm_response(reply, &request_id, &[])
         }
         (&Method::POST, ["api", "v4", "users", "ids"]) => {
