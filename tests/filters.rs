@@ -18,6 +18,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "shared/wiring.rs"]
+mod wiring;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,12 +33,9 @@ use pingora::protocols::SocketDigest;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::{Error, ErrorType};
 use posthook::config::Config;
-use posthook::dispatch::{Dispatcher, LogAnswers};
-use posthook::mattermost::MattermostClient;
+use posthook::dispatch::Dispatcher;
 use posthook::proxy::{add_forwarded_headers, app_error_body, Ctx, Proxy};
-use posthook::rules::HookIndex;
 use posthook::stats::{Snapshot, Stats};
-use posthook::webhook::{SystemResolver, WebhookClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A channel that the channel-only hook is bound to.
@@ -84,18 +84,7 @@ impl Fixture {
         let config =
             Config::from_yaml("t.yaml", &text, &|_| None).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let stats = Arc::new(Stats::default());
-        let index = Arc::new(HookIndex::new(&config.hooks));
-        let mm = MattermostClient::from_config(&config, stats.clone()).unwrap();
-        let webhooks = WebhookClient::from_config(&config, Arc::new(SystemResolver)).unwrap();
-        let (dispatcher, handle) = Dispatcher::new(
-            &config,
-            index.clone(),
-            mm,
-            webhooks,
-            stats.clone(),
-            Arc::new(LogAnswers),
-        );
-        let proxy = Proxy::new(&config, index, handle, stats.clone());
+        let (proxy, _, dispatcher) = wiring::wire(&config, stats.clone());
         Fixture {
             proxy,
             stats,
