@@ -228,22 +228,7 @@ fn hook(name: &str, trigger: &str, urls: &[String]) -> String {
 /// Starts posthook with a metrics endpoint; returns it and the endpoint's address.
 async fn posthook_with_metrics(upstream: &str, extra: &str) -> (Posthook, SocketAddr) {
     logs();
-    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    // Two free ports drawn apart can still be the same one: draw the listen port again then.
-    let (text, listen) = loop {
-        let (text, listen) =
-            config_text(upstream, &format!("metrics_listen: \"{metrics}\"\n{extra}"));
-        if listen != metrics {
-            break (text, listen);
-        }
-    };
-    let ph = start(&text, listen).await;
-    let deadline = Instant::now() + T;
-    while tokio::net::TcpStream::connect(metrics).await.is_err() {
-        assert!(Instant::now() < deadline, "metrics endpoint not listening");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    (ph, metrics)
+    start_with_metrics(upstream, extra).await
 }
 
 /// A port nothing listens on (bound, then released).
