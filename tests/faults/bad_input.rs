@@ -185,15 +185,7 @@ async fn bad_post_bodies_pass_through_exactly_and_fire_only_for_a_created_match(
 async fn bad_input_rows(rows: &[BadRow]) -> (u64, Snapshot) {
     let mm = standin().await;
     let rx = WebhookReceiver::start(Responder::Status(200, String::new())).await;
-    let extra = format!("{ALLOW_LOOPBACK}hooks:\n{}", form_hook(&rx.url("/hook")));
-    let (ph, _) = launch(
-        &mm.base_url(),
-        &extra,
-        false,
-        Options::default,
-        &standin_saw(&mm),
-    )
-    .await;
+    let ph = posthook_before_standin(&mm, &rx).await;
     let base = baseline(ph.addr).await;
     let mut fired = 0;
     // The headers of an ordinary delivery, the reference for every other.

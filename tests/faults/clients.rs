@@ -13,15 +13,7 @@ async fn a_client_aborting_mid_request_fires_nothing_and_leaves_nothing_in_fligh
     let _gate = MEMORY_GATE.read().await;
     let mm = standin().await;
     let rx = WebhookReceiver::start(Responder::Status(200, String::new())).await;
-    let extra = format!("{ALLOW_LOOPBACK}hooks:\n{}", form_hook(&rx.url("/hook")));
-    let (ph, _) = launch(
-        &mm.base_url(),
-        &extra,
-        false,
-        Options::default,
-        &standin_saw(&mm),
-    )
-    .await;
+    let ph = posthook_before_standin(&mm, &rx).await;
     let base = baseline(ph.addr).await;
     let aborted = || {
         mm.posts()

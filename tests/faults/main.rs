@@ -49,8 +49,6 @@ use tokio::task::{JoinHandle, JoinSet};
 
 /// The most a fault may add to the user's latency over the no-hook baseline.
 const SLACK: Duration = Duration::from_millis(250);
-/// The hook's token; it must be the only `token` in every payload.
-const HOOK_TOKEN: &str = "hooktokensecret";
 /// The allowed "public" range: loopback, but permitted by the allow-list.
 const PUBLIC_IP: &str = "127.0.0.2";
 const ALLOW_PUBLIC_IP: &str = "  allowed_untrusted_internal_connections: [\"127.0.0.2/32\"]\n";
@@ -60,15 +58,6 @@ const ONE_GIB: u64 = 1 << 30;
 
 /// Memory-sensitive rows run alone: every other test of this binary holds this gate shared.
 static MEMORY_GATE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
-
-fn form_hook(url: &str) -> String {
-    hook_yaml(&[
-        ("display_name", "\"Build\""),
-        ("trigger_words", "[\"#build\"]"),
-        ("callback_urls", &format!("[\"{url}\"]")),
-        ("token", &format!("\"{HOOK_TOKEN}\"")),
-    ])
-}
 
 /// A resolver that knows a fixed set of names and nothing else (never the system's).
 struct Names(Vec<(&'static str, IpAddr)>);
@@ -255,6 +244,23 @@ async fn launch(
         }
     }
     panic!("could not start posthook on ports of its own");
+}
+
+/// posthook (by [`launch`]) in front of the stand-in, with one form hook on `rx`.
+async fn posthook_before_standin(mm: &MattermostStandIn, rx: &WebhookReceiver) -> Posthook {
+    let extra = format!(
+        "{ALLOW_LOOPBACK}hooks:\n{}",
+        form_hook("#build", &rx.url("/hook"))
+    );
+    launch(
+        &mm.base_url(),
+        &extra,
+        false,
+        Options::default,
+        &standin_saw(mm),
+    )
+    .await
+    .0
 }
 
 /// One probe through posthook, answered within 3 s; `None` when it fails in any way.

@@ -33,7 +33,7 @@ async fn memory_stays_bounded_under_a_1_gib_answer_and_a_gzip_bomb() {
     let fault = FaultServer::start(PUBLIC_IP, Answer::Huge).await;
     let extra = format!(
         "settings:\n{ALLOW_PUBLIC_IP}hooks:\n{}",
-        form_hook(&fault.url("hook.test"))
+        form_hook("#build", &fault.url("hook.test"))
     );
     let (ph, _) = launch(&mm.base_url(), &extra, false, names, &standin_saw(&mm)).await;
     let base = baseline(ph.addr).await;

@@ -3,7 +3,9 @@
 //! bytes, the client must get exactly those, and only a whole, readable 201 fires. The other
 //! families use the same upstream for the answers the stand-in cannot give.
 
-use super::wire::{assert_same_answer, exchange, post_request, read_request};
+use super::wire::{
+    accept_loop, assert_same_answer, exchange, post_request, read_request, AcceptLoop,
+};
 use super::*;
 
 /// How the raw upstream answers a `POST /api/v4/posts` whose body contains `#build` (other
@@ -38,13 +40,7 @@ struct UpState {
 pub(crate) struct RawUpstream {
     addr: SocketAddr,
     state: Arc<UpState>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for RawUpstream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _accepting: AcceptLoop,
 }
 
 impl RawUpstream {
@@ -61,17 +57,12 @@ impl RawUpstream {
             answers: Mutex::default(),
         });
         let st = state.clone();
-        let task = tokio::spawn(async move {
-            let mut conns = JoinSet::new();
-            loop {
-                let Ok((s, _)) = listener.accept().await else {
-                    return;
-                };
-                conns.spawn(serve_upstream(s, st.clone()));
-                while conns.try_join_next().is_some() {}
-            }
-        });
-        RawUpstream { addr, state, task }
+        let accepting = accept_loop(listener, move |s| serve_upstream(s, st.clone()));
+        RawUpstream {
+            addr,
+            state,
+            _accepting: accepting,
+        }
     }
 
     fn base_url(&self) -> String {
@@ -284,7 +275,7 @@ pub(crate) async fn posthook_before(
     let saw = |path: &str, _: &RawResponse| up.saw(path);
     let extra = format!(
         "{extra}{ALLOW_LOOPBACK}hooks:\n{}",
-        form_hook(&rx.url("/hook"))
+        form_hook("#build", &rx.url("/hook"))
     );
     launch(&up.base_url(), &extra, false, Options::default, &saw)
         .await
@@ -484,7 +475,10 @@ async fn upstream_down_then_back() {
     down.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let port = down.local_addr().unwrap().port();
     let rx = WebhookReceiver::start(Responder::Status(200, String::new())).await;
-    let extra = format!("{ALLOW_LOOPBACK}hooks:\n{}", form_hook(&rx.url("/hook")));
+    let extra = format!(
+        "{ALLOW_LOOPBACK}hooks:\n{}",
+        form_hook("#build", &rx.url("/hook"))
+    );
     let unreachable = |_: &str, r: &RawResponse| {
         r.status == 502
             && serde_json::from_slice::<serde_json::Value>(&r.body)

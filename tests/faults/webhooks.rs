@@ -2,7 +2,7 @@
 //! late): one hand-written endpoint per fault, a fresh posthook per row, and the user's
 //! exchange checked against a no-hook baseline while the fault is under way.
 
-use super::wire::{read_request, Req};
+use super::wire::{accept_loop, read_request, AcceptLoop, Req};
 use super::*;
 
 /// How a hand-written webhook endpoint answers (after reading the whole request).
@@ -48,13 +48,7 @@ pub(crate) struct FaultState {
 pub(crate) struct FaultServer {
     addr: SocketAddr,
     pub(crate) state: Arc<FaultState>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for FaultServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _accepting: AcceptLoop,
 }
 
 impl FaultServer {
@@ -63,18 +57,15 @@ impl FaultServer {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(FaultState::default());
         let st = state.clone();
-        let task = tokio::spawn(async move {
-            let mut conns = JoinSet::new();
-            loop {
-                let Ok((s, _)) = listener.accept().await else {
-                    return;
-                };
-                st.connections.fetch_add(1, Ordering::SeqCst);
-                conns.spawn(serve_fault(s, answer.clone(), st.clone()));
-                while conns.try_join_next().is_some() {}
-            }
+        let accepting = accept_loop(listener, move |s| {
+            st.connections.fetch_add(1, Ordering::SeqCst);
+            serve_fault(s, answer.clone(), st.clone())
         });
-        FaultServer { addr, state, task }
+        FaultServer {
+            addr,
+            state,
+            _accepting: accepting,
+        }
     }
 
     /// The callback URL, by the name the test resolver maps to this server's address.
@@ -219,7 +210,7 @@ async fn hook_fault_row(row: &HookRow) {
         &mm.base_url(),
         &format!(
             "settings:\n  outgoing_integration_requests_timeout: 1\n{ALLOW_PUBLIC_IP}hooks:\n{}",
-            form_hook(&fault.url("hook.test"))
+            form_hook("#build", &fault.url("hook.test"))
         ),
         true,
         names,
@@ -232,18 +223,7 @@ async fn hook_fault_row(row: &HookRow) {
     // The matching post: byte-exact both ways, in normal time.
     let body =
         serde_json::json!({"channel_id": PUBLIC, "message": format!("#build {what}")}).to_string();
-    let auth = format!("Bearer {USER_TOKEN}");
-    let (r, took) = timed(http_request(
-        ph.addr,
-        "POST",
-        "/api/v4/posts",
-        &[
-            ("Authorization", auth.as_str()),
-            ("Content-Type", "application/json"),
-        ],
-        body.as_bytes(),
-    ))
-    .await;
+    let (r, took) = timed(post_json(ph.addr, &body)).await;
     assert_eq!(r.status, 201, "{what}: {}", r.body_str());
     let seen = mm
         .requests()

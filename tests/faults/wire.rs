@@ -4,6 +4,33 @@
 
 use super::*;
 
+/// A hand-written server's accept loop: one task per connection, each served by `serve`.
+/// Dropping it stops the loop and every connection.
+pub(crate) struct AcceptLoop(JoinHandle<()>);
+
+impl Drop for AcceptLoop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+pub(crate) fn accept_loop<F, Fut>(listener: TcpListener, serve: F) -> AcceptLoop
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    AcceptLoop(tokio::spawn(async move {
+        let mut conns = JoinSet::new();
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                return;
+            };
+            conns.spawn(serve(s));
+            while conns.try_join_next().is_some() {}
+        }
+    }))
+}
+
 #[derive(Clone, Debug)]
 pub(crate) struct Req {
     pub(crate) method: String,
@@ -33,14 +60,7 @@ pub(crate) async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option
         if buf.len() > 64 * 1024 {
             return None;
         }
-        let n = tokio::time::timeout_at(deadline, s.read(&mut chunk))
-            .await
-            .ok()?
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
+        read_more(s, buf, &mut chunk, deadline).await?;
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
     let mut lines = head.split("\r\n");
@@ -66,18 +86,30 @@ pub(crate) async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option
         return None;
     }
     while buf.len() < head_end + len {
-        let n = tokio::time::timeout_at(deadline, s.read(&mut chunk))
-            .await
-            .ok()?
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
+        read_more(s, buf, &mut chunk, deadline).await?;
     }
     let rest = buf.split_off(head_end + len);
     req.body = std::mem::replace(buf, rest)[head_end..].to_vec();
     Some(req)
+}
+
+/// Appends what `s` has next (one read into `chunk`) to `buf`; `None` at EOF, on an error, or
+/// at `deadline`.
+async fn read_more(
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    chunk: &mut [u8],
+    deadline: tokio::time::Instant,
+) -> Option<()> {
+    let n = tokio::time::timeout_at(deadline, s.read(chunk))
+        .await
+        .ok()?
+        .ok()?;
+    if n == 0 {
+        return None;
+    }
+    buf.extend_from_slice(&chunk[..n]);
+    Some(())
 }
 
 /// What a client read off the wire, however the exchange ended.
