@@ -541,14 +541,10 @@ async fn no_secret_reaches_any_log_line() {
     mm.add_token(COOKIE_TOKEN, USER);
 
     let body = serde_json::json!({"channel_id": PUBLIC, "message": "#deploy prod"}).to_string();
-    let auth = format!("Bearer {USER_TOKEN}");
     let cookie = format!("MMAUTHTOKEN={COOKIE_TOKEN}; MMUSERID={USER}");
-    let r = http_request(
+    let r = send_post(
         ph.addr,
-        "POST",
-        "/api/v4/posts",
         &[
-            ("Authorization", auth.as_str()),
             ("Cookie", cookie.as_str()),
             ("X-Requested-With", "XMLHttpRequest"),
             ("Content-Type", "application/json"),

@@ -208,15 +208,7 @@ async fn oversized_post_body_passes_through_uninspected() {
     let body =
         serde_json::json!({"channel_id": PUBLIC, "message": "#build", "props": {"blob": big}})
             .to_string();
-    let auth = format!("Bearer {USER_TOKEN}");
-    let r = http_request(
-        ph.addr,
-        "POST",
-        "/api/v4/posts",
-        &[("Authorization", auth.as_str())],
-        body.as_bytes(),
-    )
-    .await;
+    let r = send_post(ph.addr, &[], body.as_bytes()).await;
     assert_eq!(r.status, 201);
     assert_eq!(
         mm.requests().last().unwrap().body,

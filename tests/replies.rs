@@ -52,18 +52,7 @@ async fn posthook(upstream: &str, settings: &str, hooks: &[String]) -> Posthook 
 
 /// `POST /api/v4/posts` through `addr` with an arbitrary body, as the test user.
 async fn post_as_user(addr: SocketAddr, body: Value) -> Value {
-    let auth = format!("Bearer {USER_TOKEN}");
-    let r = http_request(
-        addr,
-        "POST",
-        "/api/v4/posts",
-        &[
-            ("Authorization", auth.as_str()),
-            ("Content-Type", "application/json"),
-        ],
-        body.to_string().as_bytes(),
-    )
-    .await;
+    let r = post_json(addr, &body.to_string()).await;
     assert_eq!(r.status, 201, "{}", r.body_str());
     r.json()
 }

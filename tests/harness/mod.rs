@@ -198,17 +198,20 @@ pub async fn create_post(
     (r.status, json)
 }
 
-/// `POST /api/v4/posts` through `addr` with the JSON `body` as is, as the test user.
-pub async fn post_json(addr: SocketAddr, body: &str) -> RawResponse {
+/// `POST /api/v4/posts` through `addr` as the test user: its bearer token, then `headers`, and
+/// `body` as is.
+pub async fn send_post(addr: SocketAddr, headers: &[(&str, &str)], body: &[u8]) -> RawResponse {
     let auth = format!("Bearer {USER_TOKEN}");
-    crate::support::http_request(
+    let mut all = vec![("Authorization", auth.as_str())];
+    all.extend_from_slice(headers);
+    crate::support::http_request(addr, "POST", "/api/v4/posts", &all, body).await
+}
+
+/// [`send_post`] of the JSON `body`, with its content type.
+pub async fn post_json(addr: SocketAddr, body: &str) -> RawResponse {
+    send_post(
         addr,
-        "POST",
-        "/api/v4/posts",
-        &[
-            ("Authorization", auth.as_str()),
-            ("Content-Type", "application/json"),
-        ],
+        &[("Content-Type", "application/json")],
         body.as_bytes(),
     )
     .await
