@@ -150,6 +150,16 @@ impl Fixture {
         }
     }
 
+    /// `request_filter` on `head`, then `body` in one chunk that ends the stream, each checked as
+    /// above: the request side of a whole request.
+    async fn whole_request(&self, head: &str, body: &[u8], what: &str) -> (Session, Ctx) {
+        let (mut session, mut ctx) = self.request(head).await;
+        let chunks = [Bytes::copy_from_slice(body)];
+        self.request_body(&mut session, &mut ctx, &chunks, false, what)
+            .await;
+        (session, ctx)
+    }
+
     /// Runs `upstream_response_filter`, checking that the header is left as the upstream sent it.
     async fn response(&self, session: &mut Session, ctx: &mut Ctx, resp: &ResponseHeader) {
         let mut passed = resp.clone();
@@ -191,6 +201,11 @@ impl Fixture {
         self.response(&mut session, &mut ctx, &created).await;
         self.stats().posts_observed - before == 1
     }
+}
+
+/// A response header with `status` and nothing else.
+fn bare(status: u16) -> ResponseHeader {
+    ResponseHeader::build(status, None).unwrap()
 }
 
 /// A session that has read the request `head` (which must be complete) from a mock client.
@@ -325,21 +340,10 @@ async fn only_post_to_the_posts_route_is_observed() {
     ];
     for &(method, target, extra, want, what) in cases {
         let fx = Fixture::new();
-        let (mut session, mut ctx) = fx.request(&head(method, target, extra)).await;
-        fx.request_body(
-            &mut session,
-            &mut ctx,
-            &[Bytes::from(matching.clone())],
-            false,
-            what,
-        )
-        .await;
-        fx.response(
-            &mut session,
-            &mut ctx,
-            &ResponseHeader::build(201, None).unwrap(),
-        )
-        .await;
+        let (mut session, mut ctx) = fx
+            .whole_request(&head(method, target, extra), &matching, what)
+            .await;
+        fx.response(&mut session, &mut ctx, &bare(201)).await;
         let observed = fx.stats().posts_observed == 1;
         assert_eq!(observed, want, "{what}: {method} {target} {extra:?}");
     }
@@ -592,11 +596,8 @@ async fn oversized_request_body_passes_through_untouched_and_is_not_inspected() 
 
 /// The request side of a post that could trigger a hook.
 async fn interested(fx: &Fixture) -> (Session, Ctx) {
-    let (mut session, mut ctx) = fx.request(&post_head(&[])).await;
-    let body = [Bytes::from(post_body(CHANNEL, "deploy now"))];
-    fx.request_body(&mut session, &mut ctx, &body, false, "request")
-        .await;
-    (session, ctx)
+    let body = post_body(CHANNEL, "deploy now");
+    fx.whole_request(&post_head(&[]), &body, "request").await
 }
 
 #[tokio::test]
@@ -681,21 +682,8 @@ async fn a_201_is_not_copied_when_no_hook_could_match() {
     ];
     for (what, req, extra) in cases {
         let fx = Fixture::new();
-        let (mut session, mut ctx) = fx.request(&post_head(extra)).await;
-        fx.request_body(
-            &mut session,
-            &mut ctx,
-            &[Bytes::from(req.clone())],
-            false,
-            what,
-        )
-        .await;
-        fx.response(
-            &mut session,
-            &mut ctx,
-            &ResponseHeader::build(201, None).unwrap(),
-        )
-        .await;
+        let (mut session, mut ctx) = fx.whole_request(&post_head(extra), req, what).await;
+        fx.response(&mut session, &mut ctx, &bare(201)).await;
         let body = created_post(CHANNEL, "hello");
         fx.response_body(&mut session, &mut ctx, &split(&body, &[7]), what);
         fx.proxy.logging(&mut session, None, &mut ctx).await;
@@ -821,22 +809,12 @@ async fn an_interim_100_continue_does_not_end_the_observation() {
     // included. curl sends the Expect header for larger bodies. (Regression: such posts fired
     // no webhook.)
     let fx = Fixture::new();
-    let (mut session, mut ctx) = fx.request(&post_head(&["Expect: 100-continue"])).await;
-    let body = [Bytes::from(post_body(CHANNEL, "deploy now"))];
-    fx.request_body(&mut session, &mut ctx, &body, false, "request")
+    let body = post_body(CHANNEL, "deploy now");
+    let (mut session, mut ctx) = fx
+        .whole_request(&post_head(&["Expect: 100-continue"]), &body, "request")
         .await;
-    fx.response(
-        &mut session,
-        &mut ctx,
-        &ResponseHeader::build(100, None).unwrap(),
-    )
-    .await;
-    fx.response(
-        &mut session,
-        &mut ctx,
-        &ResponseHeader::build(201, None).unwrap(),
-    )
-    .await;
+    fx.response(&mut session, &mut ctx, &bare(100)).await;
+    fx.response(&mut session, &mut ctx, &bare(201)).await;
     fx.response_body(
         &mut session,
         &mut ctx,
