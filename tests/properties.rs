@@ -24,8 +24,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use models::{
-    go_is_space, hook_config, model_could_match, model_go_json, model_matches, model_query_escape,
-    same_outcome, without, HookSpec, ANNOUNCEMENTS,
+    go_is_space, hook_config, known_users, model_could_match, model_go_json, model_matches,
+    model_query_escape, payload_of, same_outcome, without, HookSpec, ANNOUNCEMENTS,
 };
 use ordered_json::Ordered;
 use posthook::config::{Config, HookConfig, TriggerWhen};
@@ -314,21 +314,7 @@ struct Fields {
 
 impl Fields {
     fn payload(&self) -> Payload<'_> {
-        let s = &self.strings;
-        Payload {
-            token: &s[0],
-            team_id: &s[1],
-            team_domain: &s[2],
-            channel_id: &s[3],
-            channel_name: &s[4],
-            create_at_ms: self.create_at_ms,
-            user_id: &s[5],
-            user_name: &s[6],
-            post_id: &s[7],
-            text: &s[8],
-            trigger_word: &s[9],
-            file_ids: &s[10],
-        }
+        payload_of(&self.strings, self.create_at_ms)
     }
 
     /// `(key, value)` in Go's struct order; `timestamp` as the form sends it (seconds).
@@ -584,10 +570,7 @@ proptest! {
 
     #[test]
     fn slack_translation_rewrites_exactly_the_recognised_markup(pieces in vec(piece(), 0..10)) {
-        let users: HashMap<String, String> = [("U1", "alice"), ("bob7", "bob.b")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let users = known_users();
         let mut input = String::new();
         let mut want = String::new();
         for p in &pieces {
@@ -845,18 +828,11 @@ const HOOK: HookInfo<'static> = HookInfo {
     icon_url: "http://icon.example/",
 };
 
-fn reply_users() -> HashMap<String, String> {
-    [("U1", "alice"), ("bob7", "bob.b")]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
 /// Builds the reply with `max` runes per part and checks what holds for every successful
 /// build: the parts' messages concatenate to the processed message, each part has at most
 /// `max` runes and all but the last exactly `max`, and every part is propped the same way.
 fn check_reply(resp: &WebhookResponse, max: usize, root_id: &str) -> Result<(), TestCaseError> {
-    let users = reply_users();
+    let users = known_users();
     let trigger = TriggerPost {
         id: "post1",
         root_id,

@@ -9,9 +9,9 @@ mod ordered_json;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use models::{model_go_json, model_query_escape};
+use models::{model_go_json, model_query_escape, payload_of};
 use ordered_json::Ordered;
-use posthook::webhook::{go_json_string_into, query_escape_into, Payload};
+use posthook::webhook::{go_json_string_into, query_escape_into};
 
 #[derive(Arbitrary, Debug)]
 struct Input {
@@ -21,20 +21,7 @@ struct Input {
 
 fuzz_target!(|input: Input| {
     let s = &input.strings;
-    let p = Payload {
-        token: &s[0],
-        team_id: &s[1],
-        team_domain: &s[2],
-        channel_id: &s[3],
-        channel_name: &s[4],
-        create_at_ms: input.create_at_ms,
-        user_id: &s[5],
-        user_name: &s[6],
-        post_id: &s[7],
-        text: &s[8],
-        trigger_word: &s[9],
-        file_ids: &s[10],
-    };
+    let p = payload_of(s, input.create_at_ms);
     // Go's integer division truncates toward zero.
     let ms = input.create_at_ms;
     let seconds = if ms < 0 {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use models::{without, ANNOUNCEMENTS};
+use models::{known_users, without, ANNOUNCEMENTS};
 use posthook::slack::{
     apply_attachment_links, apply_text_links, expand_announcements, go_fmt_v,
     parse_slack_attachments, process_attachments, process_slack_text, referenced_user_ids,
@@ -67,10 +67,7 @@ fuzz_target!(|input: Input| {
     }
 
     // 2. Recognised markup between plain runs: the output is the model's, piece by piece.
-    let known: HashMap<String, String> = [("U1", "alice"), ("bob7", "bob.b")]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let known = known_users();
     let mut text = String::new();
     let mut want = String::new();
     for piece in input.pieces.iter().take(32) {

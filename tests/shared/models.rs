@@ -9,8 +9,11 @@
 
 #![allow(dead_code)]
 
+use std::collections::HashMap;
+
 use posthook::config::{ContentType, HookConfig, TriggerWhen};
 use posthook::reply::{DecodeError, WebhookResponse};
+use posthook::webhook::Payload;
 
 // ------------------------------------------------------------------------------------------
 // First word and hook matching (spec §1.3–§1.4)
@@ -100,6 +103,26 @@ pub fn model_could_match(hooks: &[HookSpec], channel: &str, word: &str) -> bool 
 // Payload encodings (spec §2.3)
 // ------------------------------------------------------------------------------------------
 
+/// The payload whose eleven string fields are `s[0..11]`, in Go's struct order (token, team_id,
+/// team_domain, channel_id, channel_name, user_id, user_name, post_id, text, trigger_word,
+/// file_ids), created at `create_at_ms`.
+pub fn payload_of(s: &[String], create_at_ms: i64) -> Payload<'_> {
+    Payload {
+        token: &s[0],
+        team_id: &s[1],
+        team_domain: &s[2],
+        channel_id: &s[3],
+        channel_name: &s[4],
+        create_at_ms,
+        user_id: &s[5],
+        user_name: &s[6],
+        post_id: &s[7],
+        text: &s[8],
+        trigger_word: &s[9],
+        file_ids: &s[10],
+    }
+}
+
 /// Go's `url.QueryEscape`, byte by byte.
 pub fn model_query_escape(s: &str) -> String {
     let mut out = String::new();
@@ -130,6 +153,14 @@ pub fn model_go_json(s: &str) -> String {
 // ------------------------------------------------------------------------------------------
 // Slack translation (spec §4)
 // ------------------------------------------------------------------------------------------
+
+/// The users the Slack and reply models know by id: `U1` is alice, `bob7` is bob.b.
+pub fn known_users() -> HashMap<String, String> {
+    [("U1", "alice"), ("bob7", "bob.b")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
 
 /// The announcements Mattermost expands, and what they become.
 pub const ANNOUNCEMENTS: [(&str, &str); 3] = [
