@@ -6,6 +6,7 @@
 //! ```ignore
 //! let Fixture { mm, rx, ph } = Fixture::builder()
 //!     .responder(Responder::Hang)
+//!     .setting("max_post_size: 10")
 //!     .hook(|rx| form_hook("#build", &rx.url("/h")))
 //!     .start()
 //!     .await;
@@ -62,6 +63,15 @@ impl<'a> FixtureBuilder<'a> {
     /// The whole `settings:` section, verbatim, instead of [`ALLOW_LOOPBACK`] (`""`: none).
     pub fn settings(mut self, settings: &str) -> Self {
         self.settings = settings.to_string();
+        self
+    }
+
+    /// Adds `line` (e.g. `"max_post_size: 10"`) under `settings:`, after the settings so far.
+    pub fn setting(mut self, line: &str) -> Self {
+        if self.settings.is_empty() {
+            self.settings.push_str("settings:\n");
+        }
+        self.settings.push_str(&format!("  {line}\n"));
         self
     }
 
