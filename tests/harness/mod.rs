@@ -3,9 +3,9 @@
 //! starts the stand-in, a webhook receiver and posthook in one go.
 //!
 //! This stays apart from `tests/support/`, on which it builds: support is the world around
-//! posthook and never uses the library, while this is where the tests start posthook through
-//! the library's API (`app`, `config`, `stats`), so a change to that API is followed here
-//! alone. `benches/soak.rs` includes both by path.
+//! posthook and never uses the library, while this is where the end-to-end tests start posthook
+//! through the library's API (`app`, `config`, `stats`), so a change to that API is followed
+//! here, never in support. `benches/soak.rs` includes both by path.
 
 #![allow(dead_code)]
 
