@@ -4,8 +4,9 @@
 //!
 //! What a phase decides lives in the private `Ctx`, so it is observed the way the running proxy
 //! shows it:
-//! * the request-side decision ("could a hook match"): a following 201 is counted in
-//!   `posts_observed` only when the request body said yes;
+//! * the request-side decision ("could a hook match"): a following 201 is copied and handed to
+//!   the dispatcher only when the request body said yes (`posts_observed` counts every 201 of
+//!   post creation, matching or not);
 //! * the start of the 201 copy: a `logging` call hands a job to the dispatcher only when the copy
 //!   was started and completed. The fixture drops the `Dispatcher`, so the queue is closed and
 //!   every submitted job is counted in `jobs_dropped`, one per job;
@@ -17,6 +18,9 @@
 //! another case, duplicate keys) were not inspected, and extra `X-Forwarded-For` lines were lost.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "shared/wiring.rs"]
+mod wiring;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -31,11 +35,7 @@ use pingora::proxy::{ProxyHttp, Session};
 use pingora::{Error, ErrorType};
 use posthook::config::Config;
 use posthook::dispatch::Dispatcher;
-use posthook::live::Live;
-use posthook::mattermost::MattermostClient;
-use posthook::net::SystemResolver;
 use posthook::proxy::{add_forwarded_headers, app_error_body, Ctx, Proxy};
-use posthook::reply::LogAnswers;
 use posthook::stats::{Snapshot, Stats};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -85,18 +85,7 @@ impl Fixture {
         let config =
             Config::from_yaml("t.yaml", &text, &|_| None).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let stats = Arc::new(Stats::default());
-        let mm = MattermostClient::from_config(&config, stats.clone()).unwrap();
-        let live = Live::build(&config, Arc::new(SystemResolver))
-            .unwrap()
-            .shared();
-        let (dispatcher, handle) = Dispatcher::new(
-            &config,
-            live.clone(),
-            mm,
-            stats.clone(),
-            Arc::new(LogAnswers),
-        );
-        let proxy = Proxy::new(&config, live, handle, stats.clone());
+        let (proxy, _, dispatcher) = wiring::wire(&config, stats.clone());
         Fixture {
             proxy,
             stats,
@@ -162,6 +151,16 @@ impl Fixture {
         }
     }
 
+    /// `request_filter` on `head`, then `body` in one chunk that ends the stream, each checked as
+    /// above: the request side of a whole request.
+    async fn whole_request(&self, head: &str, body: &[u8], what: &str) -> (Session, Ctx) {
+        let (mut session, mut ctx) = self.request(head).await;
+        let chunks = [Bytes::copy_from_slice(body)];
+        self.request_body(&mut session, &mut ctx, &chunks, false, what)
+            .await;
+        (session, ctx)
+    }
+
     /// Runs `upstream_response_filter`, checking that the header is left as the upstream sent it.
     async fn response(&self, session: &mut Session, ctx: &mut Ctx, resp: &ResponseHeader) {
         let mut passed = resp.clone();
@@ -199,13 +198,17 @@ impl Fixture {
         let (mut session, mut ctx) = self.request(&post_head(&[])).await;
         self.request_body(&mut session, &mut ctx, chunks, eos_apart, what)
             .await;
-        let created = ResponseHeader::build(201, None).unwrap();
-        self.response(&mut session, &mut ctx, &created).await;
+        self.response(&mut session, &mut ctx, &bare(201)).await;
         let answer = Bytes::from(created_post(CHANNEL, "deploy now"));
         self.response_body(&mut session, &mut ctx, &[answer], what);
         self.proxy.logging(&mut session, None, &mut ctx).await;
         self.stats().jobs_dropped - before == 1
     }
+}
+
+/// A response header with `status` and nothing else.
+fn bare(status: u16) -> ResponseHeader {
+    ResponseHeader::build(status, None).unwrap()
 }
 
 /// A session that has read the request `head` (which must be complete) from a mock client.
@@ -340,21 +343,10 @@ async fn only_post_to_the_posts_route_is_observed() {
     ];
     for &(method, target, extra, want, what) in cases {
         let fx = Fixture::new();
-        let (mut session, mut ctx) = fx.request(&head(method, target, extra)).await;
-        fx.request_body(
-            &mut session,
-            &mut ctx,
-            &[Bytes::from(matching.clone())],
-            false,
-            what,
-        )
-        .await;
-        fx.response(
-            &mut session,
-            &mut ctx,
-            &ResponseHeader::build(201, None).unwrap(),
-        )
-        .await;
+        let (mut session, mut ctx) = fx
+            .whole_request(&head(method, target, extra), &matching, what)
+            .await;
+        fx.response(&mut session, &mut ctx, &bare(201)).await;
         // Every post created through posthook counts; only the routes that create one do.
         let creates = method == "POST" && target.split('?').next() == Some("/api/v4/posts");
         assert_eq!(
@@ -628,11 +620,8 @@ async fn oversized_request_body_passes_through_untouched_and_is_not_inspected() 
 
 /// The request side of a post that could trigger a hook.
 async fn interested(fx: &Fixture) -> (Session, Ctx) {
-    let (mut session, mut ctx) = fx.request(&post_head(&[])).await;
-    let body = [Bytes::from(post_body(CHANNEL, "deploy now"))];
-    fx.request_body(&mut session, &mut ctx, &body, false, "request")
-        .await;
-    (session, ctx)
+    let body = post_body(CHANNEL, "deploy now");
+    fx.whole_request(&post_head(&[]), &body, "request").await
 }
 
 #[tokio::test]
@@ -717,21 +706,8 @@ async fn a_201_is_not_copied_when_no_hook_could_match() {
     ];
     for (what, req, extra) in cases {
         let fx = Fixture::new();
-        let (mut session, mut ctx) = fx.request(&post_head(extra)).await;
-        fx.request_body(
-            &mut session,
-            &mut ctx,
-            &[Bytes::from(req.clone())],
-            false,
-            what,
-        )
-        .await;
-        fx.response(
-            &mut session,
-            &mut ctx,
-            &ResponseHeader::build(201, None).unwrap(),
-        )
-        .await;
+        let (mut session, mut ctx) = fx.whole_request(&post_head(extra), req, what).await;
+        fx.response(&mut session, &mut ctx, &bare(201)).await;
         let body = created_post(CHANNEL, "hello");
         fx.response_body(&mut session, &mut ctx, &split(&body, &[7]), what);
         fx.proxy.logging(&mut session, None, &mut ctx).await;
@@ -865,22 +841,12 @@ async fn an_interim_100_continue_does_not_end_the_observation() {
     // included. curl sends the Expect header for larger bodies. (Regression: such posts fired
     // no webhook.)
     let fx = Fixture::new();
-    let (mut session, mut ctx) = fx.request(&post_head(&["Expect: 100-continue"])).await;
-    let body = [Bytes::from(post_body(CHANNEL, "deploy now"))];
-    fx.request_body(&mut session, &mut ctx, &body, false, "request")
+    let body = post_body(CHANNEL, "deploy now");
+    let (mut session, mut ctx) = fx
+        .whole_request(&post_head(&["Expect: 100-continue"]), &body, "request")
         .await;
-    fx.response(
-        &mut session,
-        &mut ctx,
-        &ResponseHeader::build(100, None).unwrap(),
-    )
-    .await;
-    fx.response(
-        &mut session,
-        &mut ctx,
-        &ResponseHeader::build(201, None).unwrap(),
-    )
-    .await;
+    fx.response(&mut session, &mut ctx, &bare(100)).await;
+    fx.response(&mut session, &mut ctx, &bare(201)).await;
     fx.response_body(
         &mut session,
         &mut ctx,

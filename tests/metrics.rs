@@ -228,22 +228,14 @@ fn hook(name: &str, trigger: &str, urls: &[String]) -> String {
 /// Starts posthook with a metrics endpoint; returns it and the endpoint's address.
 async fn posthook_with_metrics(upstream: &str, extra: &str) -> (Posthook, SocketAddr) {
     logs();
-    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    // Two free ports drawn apart can still be the same one: draw the listen port again then.
-    let (text, listen) = loop {
-        let (text, listen) =
-            config_text(upstream, &format!("metrics_listen: \"{metrics}\"\n{extra}"));
-        if listen != metrics {
-            break (text, listen);
-        }
-    };
-    let ph = start(&text, listen).await;
-    let deadline = Instant::now() + T;
-    while tokio::net::TcpStream::connect(metrics).await.is_err() {
-        assert!(Instant::now() < deadline, "metrics endpoint not listening");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    (ph, metrics)
+    start_with_metrics(upstream, extra).await
+}
+
+/// The [`Fixture`] of this file: the log capture is installed before anything starts (finish
+/// with `start_with_metrics`).
+fn fixture<'a>() -> FixtureBuilder<'a> {
+    logs();
+    Fixture::builder()
 }
 
 /// A port nothing listens on (bound, then released).
@@ -317,16 +309,17 @@ async fn endpoint_serves_only_get_metrics_and_starts_at_zero() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivered_post_is_counted_timed_and_its_look_ups_cached() {
-    let mm = standin().await;
-    let rx = WebhookReceiver::start(Responder::Status(200, String::new())).await;
-    let (ph, metrics) = posthook_with_metrics(
-        &mm.base_url(),
-        &format!(
-            "{ALLOW_LOOPBACK}hooks:\n{}",
-            hook("Build", "#build", &[rx.url("/hook")])
-        ),
-    )
-    .await;
+    let (
+        Fixture {
+            mm: _mm,
+            rx: _rx,
+            ph,
+        },
+        metrics,
+    ) = fixture()
+        .hook(|rx| hook("Build", "#build", &[rx.url("/hook")]))
+        .start_with_metrics()
+        .await;
 
     let (status, post) = create_post(ph.addr, PUBLIC, "#build now").await;
     assert_eq!(status, 201);
@@ -369,20 +362,15 @@ async fn delivered_post_is_counted_timed_and_its_look_ups_cached() {
 /// A refused callback is failed and not timed; a callback refused by the network is both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_and_unreachable_callbacks_are_failed_and_only_the_sent_one_is_timed() {
-    let mm = standin().await;
-    let rx = WebhookReceiver::start(Responder::Status(200, String::new())).await;
     // Only the name "localhost" is allowed: the IP literal is refused before any connection,
     // the closed port is tried and refused by the network.
     let closed = format!("http://localhost:{}/down", closed_port());
-    let (ph, metrics) = posthook_with_metrics(
-        &mm.base_url(),
-        &format!(
-            "settings:\n  allowed_untrusted_internal_connections: [\"localhost\"]\nhooks:\n{}{}",
-            hook("Internal", "#build", &[rx.url("/ip")]),
-            hook("Down", "#build", &[closed]),
-        ),
-    )
-    .await;
+    let (Fixture { mm: _mm, rx, ph }, metrics) = fixture()
+        .settings("settings:\n  allowed_untrusted_internal_connections: [\"localhost\"]\n")
+        .hook(|rx| hook("Internal", "#build", &[rx.url("/ip")]))
+        .hook(|_| hook("Down", "#build", &[closed]))
+        .start_with_metrics()
+        .await;
     let (status, post) = create_post(ph.addr, PUBLIC, "#build").await;
     assert_eq!(status, 201);
     let s = scrape_until(metrics, "two failures", |s| s.failed() == 2).await;
@@ -413,18 +401,12 @@ async fn refused_and_unreachable_callbacks_are_failed_and_only_the_sent_one_is_t
 /// A failed look-up drops every due request of the post, each counted and logged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_look_up_drops_every_due_request_with_a_line_each() {
-    let mm = standin().await;
+    let (Fixture { mm, rx, ph }, metrics) = fixture()
+        .hook(|rx| hook("Two", "#build", &[rx.url("/a"), rx.url("/b")]))
+        .start_with_metrics()
+        .await;
     // A public channel whose team Mattermost does not know: the team look-up answers 404.
     mm.add_channel("chanorphan", "noteam", "orphan", "O");
-    let rx = WebhookReceiver::start(Responder::Status(200, String::new())).await;
-    let (ph, metrics) = posthook_with_metrics(
-        &mm.base_url(),
-        &format!(
-            "{ALLOW_LOOPBACK}hooks:\n{}",
-            hook("Two", "#build", &[rx.url("/a"), rx.url("/b")])
-        ),
-    )
-    .await;
     let (status, post) = create_post(ph.addr, "chanorphan", "#build").await;
     assert_eq!(status, 201);
     let s = scrape_until(metrics, "two drops", |s| s.dropped() == 2).await;
@@ -449,18 +431,13 @@ async fn failed_look_up_drops_every_due_request_with_a_line_each() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn posted_reply_and_empty_answer_are_counted_apart() {
-    let mm = standin().await;
-    let pong = WebhookReceiver::start(Responder::Json(r#"{"text":"pong"}"#.into())).await;
     let quiet = WebhookReceiver::start(Responder::Json("{}".into())).await;
-    let (ph, metrics) = posthook_with_metrics(
-        &mm.base_url(),
-        &format!(
-            "{ALLOW_LOOPBACK}hooks:\n{}{}",
-            hook("Pong", "ping", &[pong.url("/p")]),
-            hook("Quiet", "ping", &[quiet.url("/q")]),
-        ),
-    )
-    .await;
+    let (Fixture { mm, rx: _pong, ph }, metrics) = fixture()
+        .responder(Responder::Json(r#"{"text":"pong"}"#.into()))
+        .hook(|pong| hook("Pong", "ping", &[pong.url("/p")]))
+        .hook(|_| hook("Quiet", "ping", &[quiet.url("/q")]))
+        .start_with_metrics()
+        .await;
     let (status, post) = create_post(ph.addr, PUBLIC, "ping").await;
     assert_eq!(status, 201);
     let s = scrape_until(metrics, "both replies judged", |s| {
@@ -489,16 +466,11 @@ async fn posted_reply_and_empty_answer_are_counted_apart() {
 /// Deliveries in flight when posthook stops are counted as dropped, not lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_in_flight_at_shutdown_are_counted_dropped() {
-    let mm = standin().await;
-    let rx = WebhookReceiver::start(Responder::Hang).await;
-    let (ph, metrics) = posthook_with_metrics(
-        &mm.base_url(),
-        &format!(
-            "{ALLOW_LOOPBACK}hooks:\n{}",
-            hook("Slow", "#build", &[rx.url("/a"), rx.url("/b")])
-        ),
-    )
-    .await;
+    let (Fixture { mm: _mm, rx, ph }, metrics) = fixture()
+        .responder(Responder::Hang)
+        .hook(|rx| hook("Slow", "#build", &[rx.url("/a"), rx.url("/b")]))
+        .start_with_metrics()
+        .await;
     let (status, post) = create_post(ph.addr, PUBLIC, "#build").await;
     assert_eq!(status, 201);
     rx.wait_for(2, T).await;
@@ -538,47 +510,41 @@ async fn no_secret_reaches_any_log_line() {
     const COOKIE_TOKEN: &str = "cookiesessionsecret";
     const HOOK_TOKEN: &str = "hooktokenverysecret";
     const QUERY_SECRET: &str = "querysecretvalue";
-    let mm = standin().await;
+    let (Fixture { mm, rx, ph }, metrics) = fixture()
+        .responder(Responder::Json(r#"{"text":"done"}"#.into()))
+        .settings("settings:\n  allowed_untrusted_internal_connections: [\"localhost\"]\n")
+        .hook(|rx| {
+            // Allowed by name and answering; refused (IP literal); allowed but nobody listening.
+            let port = rx.addr().port();
+            [
+                format!("http://localhost:{port}/hook?secret={QUERY_SECRET}"),
+                format!("http://127.0.0.1:{port}/ip?secret={QUERY_SECRET}"),
+                format!(
+                    "http://localhost:{}/down?secret={QUERY_SECRET}",
+                    closed_port()
+                ),
+            ]
+            .iter()
+            .enumerate()
+            .map(|(i, url)| {
+                hook_yaml(&[
+                    ("display_name", &format!("\"Secret {i}\"")),
+                    ("trigger_words", "[\"#deploy\"]"),
+                    ("callback_urls", &format!("[\"{url}\"]")),
+                    ("token", &format!("\"{HOOK_TOKEN}\"")),
+                ])
+            })
+            .collect::<String>()
+        })
+        .start_with_metrics()
+        .await;
     mm.add_token(COOKIE_TOKEN, USER);
-    let rx = WebhookReceiver::start(Responder::Json(r#"{"text":"done"}"#.into())).await;
-    // Allowed by name and answering; refused (IP literal); allowed but nobody listening.
-    let port = rx.addr().port();
-    let hooks = [
-        format!("http://localhost:{port}/hook?secret={QUERY_SECRET}"),
-        format!("http://127.0.0.1:{port}/ip?secret={QUERY_SECRET}"),
-        format!(
-            "http://localhost:{}/down?secret={QUERY_SECRET}",
-            closed_port()
-        ),
-    ]
-    .iter()
-    .enumerate()
-    .map(|(i, url)| {
-        hook_yaml(&[
-            ("display_name", &format!("\"Secret {i}\"")),
-            ("trigger_words", "[\"#deploy\"]"),
-            ("callback_urls", &format!("[\"{url}\"]")),
-            ("token", &format!("\"{HOOK_TOKEN}\"")),
-        ])
-    })
-    .collect::<String>();
-    let (ph, metrics) = posthook_with_metrics(
-        &mm.base_url(),
-        &format!(
-            "settings:\n  allowed_untrusted_internal_connections: [\"localhost\"]\nhooks:\n{hooks}"
-        ),
-    )
-    .await;
 
     let body = serde_json::json!({"channel_id": PUBLIC, "message": "#deploy prod"}).to_string();
-    let auth = format!("Bearer {USER_TOKEN}");
     let cookie = format!("MMAUTHTOKEN={COOKIE_TOKEN}; MMUSERID={USER}");
-    let r = http_request(
+    let r = send_post(
         ph.addr,
-        "POST",
-        "/api/v4/posts",
         &[
-            ("Authorization", auth.as_str()),
             ("Cookie", cookie.as_str()),
             ("X-Requested-With", "XMLHttpRequest"),
             ("Content-Type", "application/json"),

@@ -15,6 +15,14 @@ use tokio_tungstenite::tungstenite::Message;
 
 const HOOKS: &str = "hooks:\n  - trigger_words: [\"#build\"]\n    callback_urls: [\"http://127.0.0.1:9/h\"]\n    token: t\n";
 
+/// posthook with [`HOOKS`] in front of the stand-in.
+async fn in_front_of_standin() -> (MattermostStandIn, Posthook) {
+    let mm = standin().await;
+    let (text, listen) = config_text(&mm.base_url(), HOOKS);
+    let ph = start(&text, listen).await;
+    (mm, ph)
+}
+
 /// Headers as the upstream saw them, minus the one posthook adds on purpose.
 fn without_forwarding(headers: &[(String, String)]) -> Vec<(String, String)> {
     headers
@@ -38,9 +46,7 @@ fn stable(headers: &[(String, String)]) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_and_responses_pass_byte_exact() {
-    let mm = standin().await;
-    let (text, listen) = config_text(&mm.base_url(), HOOKS);
-    let ph = start(&text, listen).await;
+    let (mm, ph) = in_front_of_standin().await;
 
     let headers: &[(&str, &str)] = &[
         ("Host", "chat.example.com"),
@@ -92,9 +98,7 @@ async fn requests_and_responses_pass_byte_exact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn x_forwarded_for_is_added_like_nginx_and_host_is_kept() {
-    let mm = standin().await;
-    let (text, listen) = config_text(&mm.base_url(), HOOKS);
-    let ph = start(&text, listen).await;
+    let (mm, ph) = in_front_of_standin().await;
 
     let mut conn = RawConn::connect(ph.addr).await;
     conn.send_raw(b"GET /api/v4/system/ping HTTP/1.1\r\nHost: chat.example.com\r\n\r\n")
@@ -116,9 +120,7 @@ async fn x_forwarded_for_is_added_like_nginx_and_host_is_kept() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_and_chunked_bodies_work() {
-    let mm = standin().await;
-    let (text, listen) = config_text(&mm.base_url(), HOOKS);
-    let ph = start(&text, listen).await;
+    let (mm, ph) = in_front_of_standin().await;
     let mut conn = RawConn::connect(ph.addr).await;
     for i in 0..5 {
         let r = conn
@@ -139,9 +141,7 @@ async fn keep_alive_and_chunked_bodies_work() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_frames_flow_both_ways() {
-    let mm = standin().await;
-    let (text, listen) = config_text(&mm.base_url(), HOOKS);
-    let ph = start(&text, listen).await;
+    let (_mm, ph) = in_front_of_standin().await;
     let (mut ws, resp) =
         tokio_tungstenite::connect_async(format!("ws://{}/api/v4/websocket", ph.addr))
             .await
@@ -208,15 +208,7 @@ async fn oversized_post_body_passes_through_uninspected() {
     let body =
         serde_json::json!({"channel_id": PUBLIC, "message": "#build", "props": {"blob": big}})
             .to_string();
-    let auth = format!("Bearer {USER_TOKEN}");
-    let r = http_request(
-        ph.addr,
-        "POST",
-        "/api/v4/posts",
-        &[("Authorization", auth.as_str())],
-        body.as_bytes(),
-    )
-    .await;
+    let r = send_post(ph.addr, &[], body.as_bytes()).await;
     assert_eq!(r.status, 201);
     assert_eq!(
         mm.requests().last().unwrap().body,
@@ -238,9 +230,7 @@ async fn oversized_post_body_passes_through_uninspected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_100_mb_upload_streams_without_being_held() {
     const SIZE: usize = 100 * 1024 * 1024;
-    let mm = standin().await;
-    let (text, listen) = config_text(&mm.base_url(), HOOKS);
-    let ph = start(&text, listen).await;
+    let (_mm, ph) = in_front_of_standin().await;
     let rss_before = rss_kib();
     let mut s = tokio::net::TcpStream::connect(ph.addr).await.unwrap();
     s.write_all(

@@ -9,26 +9,33 @@
 //! - reply building (§3.3, §3.5): the split parts concatenate to the processed message;
 //! - the proxy's request-side decision agrees with `HookIndex::could_match`.
 //!
-//! The fuzz targets in `fuzz/` run the same properties without a case bound.
+//! The fuzz targets in `fuzz/` run the same properties without a case bound, against the same
+//! models (`tests/shared/`, included here and there by path).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "shared/models.rs"]
+mod models;
+#[path = "shared/ordered_json.rs"]
+mod ordered_json;
+#[path = "shared/wiring.rs"]
+mod wiring;
+
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-use posthook::config::{Config, ContentType, HookConfig, TriggerWhen};
-use posthook::dispatch::Dispatcher;
+use models::{
+    go_is_space, hook_config, known_users, model_could_match, model_go_json, model_matches,
+    model_query_escape, payload_of, same_outcome, without, HookSpec, ANNOUNCEMENTS,
+};
+use ordered_json::Ordered;
+use posthook::config::{Config, HookConfig, TriggerWhen};
 use posthook::go::{json_string_into, query_escape_into};
-use posthook::live::Live;
-use posthook::mattermost::MattermostClient;
-use posthook::net::SystemResolver;
 use posthook::proxy::Proxy;
 use posthook::reply::slack::{
     apply_attachment_links, apply_text_links, expand_announcements, go_fmt_v,
     parse_slack_attachments, process_attachments, process_slack_text, referenced_user_ids,
     replace_user_ids, user_ids_in,
 };
-use posthook::reply::LogAnswers;
 use posthook::reply::{
     build_reply_posts, decode_response, DecodeError, HookInfo, ReplySettings, TriggerPost,
     WebhookResponse,
@@ -40,7 +47,6 @@ use posthook::webhook::MAX_RESPONSE_BYTES;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::select;
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::{json, Map, Value};
 
 /// Cases per property: enough to hit the interesting corners of these small generators,
@@ -130,15 +136,6 @@ fn text(max: usize) -> impl Strategy<Value = String> {
 // First word (spec §1.3)
 // ------------------------------------------------------------------------------------------
 
-/// Go's `unicode.IsSpace`, written out from its definition.
-fn go_is_space(c: char) -> bool {
-    matches!(
-        c,
-        '\t' | '\n' | '\u{B}' | '\u{C}' | '\r' | ' ' | '\u{85}' | '\u{A0}' | '\u{1680}' | '\u{2000}'
-            ..='\u{200A}' | '\u{2028}' | '\u{2029}' | '\u{202F}' | '\u{205F}' | '\u{3000}'
-    )
-}
-
 /// `strings.Fields(message)[0]`, or `""`.
 fn naive_first_word(message: &str) -> &str {
     message
@@ -193,14 +190,6 @@ const POST_CHANNELS: &[&str] = &["c1", "c2", "c3", "c4"];
 const HOOK_TEAMS: &[&str] = &["t1", "t2"];
 const POST_TEAMS: &[&str] = &["t1", "t2", "t3"];
 
-#[derive(Debug, Clone)]
-struct HookSpec {
-    team: Option<&'static str>,
-    channel: Option<&'static str>,
-    words: Vec<String>,
-    when: TriggerWhen,
-}
-
 fn word() -> impl Strategy<Value = String> {
     vec(select(ATOMS), 1..4).prop_map(|parts| parts.concat())
 }
@@ -228,22 +217,6 @@ fn hook_spec() -> impl Strategy<Value = HookSpec> {
             words,
             when,
         })
-}
-
-fn hook_config(h: &HookSpec) -> HookConfig {
-    HookConfig {
-        display_name: String::new(),
-        description: String::new(),
-        team_id: h.team.map(String::from),
-        channel_id: h.channel.map(String::from),
-        trigger_words: h.words.clone(),
-        trigger_when: h.when,
-        callback_urls: vec![url::Url::parse("http://x.example/").unwrap()],
-        content_type: ContentType::Form,
-        token: "t".into(),
-        username: String::new(),
-        icon_url: String::new(),
-    }
 }
 
 fn spaces(min: usize, max: usize) -> impl Strategy<Value = String> {
@@ -288,50 +261,6 @@ fn hooks_and_message() -> impl Strategy<Value = (Vec<HookSpec>, String)> {
     })
 }
 
-fn model_trigger<'a>(h: &'a HookSpec, word: &str) -> Option<&'a str> {
-    if word.is_empty() {
-        return None;
-    }
-    h.words
-        .iter()
-        .find(|t| match h.when {
-            TriggerWhen::Exact => t.as_str() == word,
-            TriggerWhen::StartsWith => word.starts_with(t.as_str()),
-        })
-        .map(String::as_str)
-}
-
-/// Spec §1.4 as written, hook after hook, with the trigger word computed per hook (posthook
-/// difference 1) and hooks of another team skipped (the store only returns the channel's team).
-fn model_matches<'a>(
-    hooks: &'a [HookSpec],
-    channel: &str,
-    team: &str,
-    message: &str,
-) -> Vec<(usize, &'a str)> {
-    let word = naive_first_word(message);
-    hooks
-        .iter()
-        .enumerate()
-        .filter(|(_, h)| h.team.is_none_or(|t| t == team))
-        .filter_map(|(i, h)| match h.channel {
-            Some(c) if c != channel => None,
-            Some(_) if h.words.is_empty() => Some((i, "")),
-            _ => model_trigger(h, word).map(|t| (i, t)),
-        })
-        .collect()
-}
-
-/// The documented pre-check: a hook bound to the channel (whatever its words), or a team-wide
-/// hook that the first word triggers (whatever its team).
-fn model_could_match(hooks: &[HookSpec], channel: &str, message: &str) -> bool {
-    let word = naive_first_word(message);
-    hooks.iter().any(|h| h.channel == Some(channel))
-        || hooks
-            .iter()
-            .any(|h| h.channel.is_none() && model_trigger(h, word).is_some())
-}
-
 proptest! {
     #![proptest_config(config(CASES))]
 
@@ -349,10 +278,11 @@ proptest! {
             .iter()
             .map(|m| (m.hook, m.trigger_word))
             .collect();
-        prop_assert_eq!(got, model_matches(&hooks, channel, team, &message));
+        let word = naive_first_word(&message);
+        prop_assert_eq!(got, model_matches(&hooks, channel, team, word));
         prop_assert_eq!(
             index.could_match(channel, &message),
-            model_could_match(&hooks, channel, &message)
+            model_could_match(&hooks, channel, word)
         );
         for (i, h) in hooks.iter().enumerate() {
             prop_assert_eq!(index.is_channel_bound(i), h.channel.is_some());
@@ -386,21 +316,7 @@ struct Fields {
 
 impl Fields {
     fn payload(&self) -> Payload<'_> {
-        let s = &self.strings;
-        Payload {
-            token: &s[0],
-            team_id: &s[1],
-            team_domain: &s[2],
-            channel_id: &s[3],
-            channel_name: &s[4],
-            create_at_ms: self.create_at_ms,
-            user_id: &s[5],
-            user_name: &s[6],
-            post_id: &s[7],
-            text: &s[8],
-            trigger_word: &s[9],
-            file_ids: &s[10],
-        }
+        payload_of(&self.strings, self.create_at_ms)
     }
 
     /// `(key, value)` in Go's struct order; `timestamp` as the form sends it (seconds).
@@ -451,56 +367,6 @@ fn fields() -> impl Strategy<Value = Fields> {
             strings,
             create_at_ms,
         })
-}
-
-/// Go's `url.QueryEscape`, byte by byte.
-fn model_query_escape(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
-/// Go's `json.Marshal` of a string: serde_json's escaping (the same for `"`, `\`, control
-/// characters, `\b`, `\f`, `\n`, `\r`, `\t`) plus Go's HTML-safe escapes.
-fn model_go_json(s: &str) -> String {
-    serde_json::to_string(s)
-        .unwrap()
-        .replace('<', "\\u003c")
-        .replace('>', "\\u003e")
-        .replace('&', "\\u0026")
-        .replace('\u{2028}', "\\u2028")
-        .replace('\u{2029}', "\\u2029")
-}
-
-/// A JSON object's members in document order, duplicates kept.
-struct Ordered(Vec<(String, Value)>);
-
-impl<'de> Deserialize<'de> for Ordered {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Ordered;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Ordered, A::Error> {
-                let mut out = Vec::new();
-                while let Some(kv) = map.next_entry::<String, Value>()? {
-                    out.push(kv);
-                }
-                Ok(Ordered(out))
-            }
-        }
-        d.deserialize_map(V)
-    }
 }
 
 #[test]
@@ -651,11 +517,6 @@ enum Piece {
     Untouched(&'static str),
 }
 
-const ANNOUNCEMENTS: [(&str, &str); 3] = [
-    ("<!channel>", "@channel"),
-    ("<!here>", "@here"),
-    ("<!all>", "@all"),
-];
 /// Markup Mattermost leaves as it is (§4.1–§4.2).
 const UNTOUCHED: &[&str] = &[
     "<!everyone>",
@@ -667,19 +528,15 @@ const UNTOUCHED: &[&str] = &[
     "<@U-1>",
 ];
 
-fn without(s: String, bad: &[char]) -> String {
-    s.chars().filter(|c| !bad.contains(c)).collect()
-}
-
 fn piece() -> impl Strategy<Value = Piece> {
     prop_oneof![
-        3 => text(8).prop_map(|s| Piece::Plain(without(s, &['<', '>', '|']))),
+        3 => text(8).prop_map(|s| Piece::Plain(without(&s, &['<', '>', '|']))),
         1 => (0..3usize).prop_map(Piece::Announcement),
         1 => select(&["U1", "bob7", "U2"][..]).prop_map(Piece::User),
         1 => (text(8), text(8))
             .prop_map(|(u, l)| {
-                let u = without(u, &['\n', '<', '|', '>']);
-                let l = without(l, &['\n', '<', '|', '>']);
+                let u = without(&u, &['\n', '<', '|', '>']);
+                let l = without(&l, &['\n', '<', '|', '>']);
                 Piece::Link(if u.is_empty() { "u".into() } else { u }, if l.is_empty() { "l".into() } else { l })
             }),
         1 => select(UNTOUCHED).prop_map(Piece::Untouched),
@@ -715,10 +572,7 @@ proptest! {
 
     #[test]
     fn slack_translation_rewrites_exactly_the_recognised_markup(pieces in vec(piece(), 0..10)) {
-        let users: HashMap<String, String> = [("U1", "alice"), ("bob7", "bob.b")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let users = known_users();
         let mut input = String::new();
         let mut want = String::new();
         for p in &pieces {
@@ -970,34 +824,17 @@ fn response_bytes() -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
-type Decoded = Result<Option<WebhookResponse>, DecodeError>;
-
-fn same_outcome(a: &Decoded, b: &Decoded) -> bool {
-    match (a, b) {
-        (Ok(x), Ok(y)) => x == y,
-        (Err(_), Err(_)) => true,
-        _ => false,
-    }
-}
-
 const HOOK: HookInfo<'static> = HookInfo {
     display_name: "Hook",
     username: "hookuser",
     icon_url: "http://icon.example/",
 };
 
-fn reply_users() -> HashMap<String, String> {
-    [("U1", "alice"), ("bob7", "bob.b")]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
 /// Builds the reply with `max` runes per part and checks what holds for every successful
 /// build: the parts' messages concatenate to the processed message, each part has at most
 /// `max` runes and all but the last exactly `max`, and every part is propped the same way.
 fn check_reply(resp: &WebhookResponse, max: usize, root_id: &str) -> Result<(), TestCaseError> {
-    let users = reply_users();
+    let users = known_users();
     let trigger = TriggerPost {
         id: "post1",
         root_id,
@@ -1225,21 +1062,8 @@ fn proxy_fixture() -> &'static ProxyFixture {
     static FIXTURE: OnceLock<ProxyFixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         let config = Config::from_yaml("properties.yaml", PROXY_CONFIG, &|_| None).unwrap();
-        let stats = Arc::new(Stats::default());
-        let index = Arc::new(HookIndex::new(&config.hooks));
-        let mm = MattermostClient::from_config(&config, stats.clone()).unwrap();
-        let live = Live::build(&config, Arc::new(SystemResolver))
-            .unwrap()
-            .shared();
         // Nothing is submitted here; the dispatcher is not needed.
-        let (_dispatcher, handle) = Dispatcher::new(
-            &config,
-            live.clone(),
-            mm,
-            stats.clone(),
-            Arc::new(LogAnswers),
-        );
-        let proxy = Proxy::new(&config, live, handle, stats);
+        let (proxy, index, _dispatcher) = wiring::wire(&config, Arc::new(Stats::default()));
         ProxyFixture { proxy, index }
     })
 }

@@ -52,18 +52,7 @@ async fn posthook(upstream: &str, settings: &str, hooks: &[String]) -> Posthook 
 
 /// `POST /api/v4/posts` through `addr` with an arbitrary body, as the test user.
 async fn post_as_user(addr: SocketAddr, body: Value) -> Value {
-    let auth = format!("Bearer {USER_TOKEN}");
-    let r = http_request(
-        addr,
-        "POST",
-        "/api/v4/posts",
-        &[
-            ("Authorization", auth.as_str()),
-            ("Content-Type", "application/json"),
-        ],
-        body.to_string().as_bytes(),
-    )
-    .await;
+    let r = post_json(addr, &body.to_string()).await;
     assert_eq!(r.status, 201, "{}", r.body_str());
     r.json()
 }
@@ -119,15 +108,12 @@ async fn assert_reply_attempts_stay(mm: &MattermostStandIn, n: usize, why: &str)
 /// webhook props, posted with `?set_online=false` and the bot token directly to the upstream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reply_is_posted_by_the_bot_straight_to_the_upstream_with_webhook_props() {
-    let mm = standin().await;
-    let rx = WebhookReceiver::start(Responder::Json(r#"{"text":"pong <!here>"}"#.into())).await;
     // A team-wide hook: the reply still goes to the channel of the trigger.
-    let ph = posthook(
-        &mm.base_url(),
-        "",
-        &[hook("Ping Bot", "ping", &rx.url("/h"), &[])],
-    )
-    .await;
+    let Fixture { mm, rx, ph } = Fixture::builder()
+        .responder(Responder::Json(r#"{"text":"pong <!here>"}"#.into()))
+        .hook(|rx| hook("Ping Bot", "ping", &rx.url("/h"), &[]))
+        .start()
+        .await;
 
     let (status, trigger_post) = create_post(ph.addr, PUBLIC2, "ping me").await;
     assert_eq!(status, 201);
@@ -392,14 +378,11 @@ async fn comment_replies_go_under_the_thread_root() {
 /// Spec §4.1, §4.2, T8 and T11: announcements, user mentions and links in the reply text.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slack_markup_in_the_answer_is_translated() {
-    let mm = standin().await;
-    let rx = WebhookReceiver::start(Responder::Json("{}".into())).await;
-    let ph = posthook(
-        &mm.base_url(),
-        "",
-        &[hook("Slack", "slack", &rx.url("/"), &[])],
-    )
-    .await;
+    let Fixture { mm, rx, ph } = Fixture::builder()
+        .responder(Responder::Json("{}".into()))
+        .hook(|rx| hook("Slack", "slack", &rx.url("/"), &[]))
+        .start()
+        .await;
     let rows = [
         (
             "announcement",
@@ -439,20 +422,18 @@ async fn slack_markup_in_the_answer_is_translated() {
 /// with the same props and root.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_answer_is_split_into_parts_of_max_post_size_runes() {
-    let mm = standin().await;
     // 25 runes, several of them multi-byte: runes, not bytes, are counted.
     let text = "abcdé本那本那fghij本那KLMNOpq€t";
     assert_eq!(text.chars().count(), 25);
-    let rx = WebhookReceiver::start(Responder::Json(
-        json!({"text": text, "response_type": "comment", "props": {"k": "v"}}).to_string(),
-    ))
-    .await;
-    let ph = posthook(
-        &mm.base_url(),
-        "  max_post_size: 10\n  enable_post_username_override: true\n",
-        &[hook("Splitter", "split", &rx.url("/"), &[])],
-    )
-    .await;
+    let Fixture { mm, rx: _rx, ph } = Fixture::builder()
+        .responder(Responder::Json(
+            json!({"text": text, "response_type": "comment", "props": {"k": "v"}}).to_string(),
+        ))
+        .setting("max_post_size: 10")
+        .setting("enable_post_username_override: true")
+        .hook(|rx| hook("Splitter", "split", &rx.url("/"), &[]))
+        .start()
+        .await;
     let trigger_post = trigger(ph.addr, "split").await;
     let parts = wait_replies(&mm, 3).await;
     let s = ph.wait_stats("reply", |s| s.replies_posted == 1).await;
@@ -488,7 +469,6 @@ async fn long_answer_is_split_into_parts_of_max_post_size_runes() {
 /// `props.attachments` of a `slack_attachment` post.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attachments_are_processed_into_a_slack_attachment_post() {
-    let mm = standin().await;
     let answer = json!({
         "text": "with <https://m|attachments>",
         "attachments": [
@@ -508,13 +488,11 @@ async fn attachments_are_processed_into_a_slack_attachment_post() {
             {"pretext": "pretext2", "text": "text2"}
         ]
     });
-    let rx = WebhookReceiver::start(Responder::Json(answer.to_string())).await;
-    let ph = posthook(
-        &mm.base_url(),
-        "",
-        &[hook("Attach", "attach", &rx.url("/"), &[])],
-    )
-    .await;
+    let Fixture { mm, rx: _rx, ph } = Fixture::builder()
+        .responder(Responder::Json(answer.to_string()))
+        .hook(|rx| hook("Attach", "attach", &rx.url("/"), &[]))
+        .start()
+        .await;
     trigger(ph.addr, "attach").await;
     let posts = wait_replies(&mm, 1).await;
     ph.wait_stats("reply", |s| s.replies_posted == 1).await;
@@ -546,9 +524,11 @@ async fn attachments_are_processed_into_a_slack_attachment_post() {
 /// Spec §3.1, §3.2 and T7: what posts and what does not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_without_text_post_nothing_and_the_status_is_ignored() {
-    let mm = standin().await;
-    let rx = WebhookReceiver::start(Responder::Json("{}".into())).await;
-    let ph = posthook(&mm.base_url(), "", &[hook("Quiet", "q", &rx.url("/"), &[])]).await;
+    let Fixture { mm, rx, ph } = Fixture::builder()
+        .responder(Responder::Json("{}".into()))
+        .hook(|rx| hook("Quiet", "q", &rx.url("/"), &[]))
+        .start()
+        .await;
     // (why, answer, posted message, or None with the stats counter that records it)
     #[derive(Clone, Copy)]
     enum Want {
@@ -706,14 +686,12 @@ async fn replies_do_not_trigger_hooks_even_through_another_posthook() {
 /// parts after a refused part are not posted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_replies_are_counted_and_never_retried() {
-    let mm = standin().await;
-    let rx = WebhookReceiver::start(Responder::Json("{}".into())).await;
-    let ph = posthook(
-        &mm.base_url(),
-        "  max_post_size: 10\n",
-        &[hook("Refused", "r", &rx.url("/"), &[])],
-    )
-    .await;
+    let Fixture { mm, rx, ph } = Fixture::builder()
+        .responder(Responder::Json("{}".into()))
+        .setting("max_post_size: 10")
+        .hook(|rx| hook("Refused", "r", &rx.url("/"), &[]))
+        .start()
+        .await;
     // (why, answer, stand-in MaxPostSize, reply POST attempts)
     let rows = [
         (

@@ -10,28 +10,18 @@ use std::time::{Duration, Instant};
 use harness::*;
 use support::*;
 
-fn form_hook(trigger: &str, url: &str) -> String {
-    hook_yaml(&[
-        ("display_name", "\"Build\""),
-        ("trigger_words", &format!("[\"{trigger}\"]")),
-        ("callback_urls", &format!("[\"{url}\"]")),
-        ("token", "\"hooktokensecret\""),
-    ])
+/// The fixture most tests here use: one form hook on `#build`, calling the receiver at `/h`.
+fn build_hook<'a>() -> FixtureBuilder<'a> {
+    Fixture::builder().hook(|rx| form_hook("#build", &rx.url("/h")))
 }
 
 /// Spec §2.2/§2.3: the form payload, byte for byte, built from the created post.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn matching_post_fires_the_exact_form_payload_after_201() {
-    let mm = standin().await;
-    let rx = WebhookReceiver::start(Responder::Status(200, String::new())).await;
-    let (text, listen) = config_text(
-        &mm.base_url(),
-        &format!(
-            "{ALLOW_LOOPBACK}hooks:\n{}",
-            form_hook("#build", &rx.url("/hook?x=1"))
-        ),
-    );
-    let ph = start(&text, listen).await;
+    let Fixture { mm: _mm, rx, ph } = Fixture::builder()
+        .hook(|rx| form_hook("#build", &rx.url("/hook?x=1")))
+        .start()
+        .await;
 
     let (status, post) =
         create_post(ph.addr, PUBLIC, "#build it now, \"please\" & <fast>\népée").await;
@@ -72,18 +62,19 @@ async fn matching_post_fires_the_exact_form_payload_after_201() {
 /// Spec §2.3 JSON encoding, and §5.1 T4 rows with a channel-bound hook.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_hook_gets_go_json_with_millisecond_timestamp() {
-    let mm = standin().await;
-    let rx = WebhookReceiver::start(Responder::Status(200, String::new())).await;
-    let hook = hook_yaml(&[
-        ("channel_id", PUBLIC),
-        ("trigger_words", "[\"triggerword\"]"),
-        ("trigger_when", "1"),
-        ("content_type", "application/json"),
-        ("callback_urls", &format!("[\"{}\"]", rx.url("/j"))),
-        ("token", "\"tok\""),
-    ]);
-    let (text, listen) = config_text(&mm.base_url(), &format!("{ALLOW_LOOPBACK}hooks:\n{hook}"));
-    let ph = start(&text, listen).await;
+    let Fixture { mm: _mm, rx, ph } = Fixture::builder()
+        .hook(|rx| {
+            hook_yaml(&[
+                ("channel_id", PUBLIC),
+                ("trigger_words", "[\"triggerword\"]"),
+                ("trigger_when", "1"),
+                ("content_type", "application/json"),
+                ("callback_urls", &format!("[\"{}\"]", rx.url("/j"))),
+                ("token", "\"tok\""),
+            ])
+        })
+        .start()
+        .await;
     let (status, post) = create_post(ph.addr, PUBLIC, "triggerwordaaazzz lorem <ipsum>").await;
     assert_eq!(status, 201);
     let r = &rx.wait_for(1, T).await[0];
@@ -98,30 +89,23 @@ async fn json_hook_gets_go_json_with_millisecond_timestamp() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channel_only_hook_fires_on_an_empty_file_post_to_every_url() {
-    let mm = standin().await;
-    let a = WebhookReceiver::start(Responder::Status(200, String::new())).await;
     let b = WebhookReceiver::start(Responder::Status(200, String::new())).await;
-    let hook = hook_yaml(&[
-        ("channel_id", PUBLIC),
-        (
-            "callback_urls",
-            &format!("[\"{}\", \"{}\"]", a.url("/a"), b.url("/b")),
-        ),
-        ("token", "\"tok\""),
-    ]);
-    let (text, listen) = config_text(&mm.base_url(), &format!("{ALLOW_LOOPBACK}hooks:\n{hook}"));
-    let ph = start(&text, listen).await;
+    let Fixture { mm: _mm, rx: a, ph } = Fixture::builder()
+        .hook(|a| {
+            hook_yaml(&[
+                ("channel_id", PUBLIC),
+                (
+                    "callback_urls",
+                    &format!("[\"{}\", \"{}\"]", a.url("/a"), b.url("/b")),
+                ),
+                ("token", "\"tok\""),
+            ])
+        })
+        .start()
+        .await;
     let body = serde_json::json!({"channel_id": PUBLIC, "message": "", "file_ids": ["f1", "f2"]})
         .to_string();
-    let auth = format!("Bearer {USER_TOKEN}");
-    let r = http_request(
-        ph.addr,
-        "POST",
-        "/api/v4/posts",
-        &[("Authorization", auth.as_str())],
-        body.as_bytes(),
-    )
-    .await;
+    let r = send_post(ph.addr, &[], body.as_bytes()).await;
     assert_eq!(r.status, 201, "{}", r.body_str());
     for rx in [&a, &b] {
         let got = rx.wait_for(1, T).await;
@@ -139,16 +123,7 @@ async fn channel_only_hook_fires_on_an_empty_file_post_to_every_url() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_posts_and_non_public_channels_fire_nothing() {
-    let mm = standin().await;
-    let rx = WebhookReceiver::start(Responder::Status(200, String::new())).await;
-    let (text, listen) = config_text(
-        &mm.base_url(),
-        &format!(
-            "{ALLOW_LOOPBACK}hooks:\n{}",
-            form_hook("#build", &rx.url("/h"))
-        ),
-    );
-    let ph = start(&text, listen).await;
+    let Fixture { mm, rx, ph } = build_hook().start().await;
 
     for channel in [PRIVATE, DM] {
         let (status, _) = create_post(ph.addr, channel, "#build private").await;
@@ -182,29 +157,14 @@ async fn rejected_posts_and_non_public_channels_fire_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compressed_201_is_decoded_on_the_copy_only() {
     for deflate in [false, true] {
-        let mm = standin().await;
+        let Fixture { mm, rx, ph } = build_hook().start().await;
         mm.set_gzip(!deflate);
         mm.set_deflate(deflate);
-        let rx = WebhookReceiver::start(Responder::Status(200, String::new())).await;
-        let (text, listen) = config_text(
-            &mm.base_url(),
-            &format!(
-                "{ALLOW_LOOPBACK}hooks:\n{}",
-                form_hook("#build", &rx.url("/h"))
-            ),
-        );
-        let ph = start(&text, listen).await;
-        let auth = format!("Bearer {USER_TOKEN}");
         let body =
             serde_json::json!({"channel_id": PUBLIC, "message": "#build zipped"}).to_string();
-        let r = http_request(
+        let r = send_post(
             ph.addr,
-            "POST",
-            "/api/v4/posts",
-            &[
-                ("Authorization", auth.as_str()),
-                ("Accept-Encoding", "gzip, deflate"),
-            ],
+            &[("Accept-Encoding", "gzip, deflate")],
             body.as_bytes(),
         )
         .await;
@@ -226,16 +186,7 @@ async fn compressed_201_is_decoded_on_the_copy_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_matching_posts_give_exactly_one_delivery_each() {
     const N: usize = 40;
-    let mm = standin().await;
-    let rx = WebhookReceiver::start(Responder::Status(200, String::new())).await;
-    let (text, listen) = config_text(
-        &mm.base_url(),
-        &format!(
-            "{ALLOW_LOOPBACK}hooks:\n{}",
-            form_hook("#build", &rx.url("/h"))
-        ),
-    );
-    let ph = start(&text, listen).await;
+    let Fixture { mm, rx, ph } = build_hook().start().await;
     let mut tasks = Vec::new();
     for i in 0..N {
         let addr = ph.addr;
@@ -277,16 +228,7 @@ async fn concurrent_matching_posts_give_exactly_one_delivery_each() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_webhook_does_not_delay_posts() {
-    let mm = standin().await;
-    let rx = WebhookReceiver::start(Responder::Hang).await;
-    let (text, listen) = config_text(
-        &mm.base_url(),
-        &format!(
-            "{ALLOW_LOOPBACK}hooks:\n{}",
-            form_hook("#build", &rx.url("/h"))
-        ),
-    );
-    let ph = start(&text, listen).await;
+    let Fixture { mm: _mm, rx, ph } = build_hook().responder(Responder::Hang).start().await;
     // Baseline: posts that match nothing.
     let mut baseline = Duration::ZERO;
     for _ in 0..5 {
@@ -365,16 +307,7 @@ async fn internal_callback_address_is_refused_unless_allowed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn look_ups_are_cached_and_use_the_bot_token() {
-    let mm = standin().await;
-    let rx = WebhookReceiver::start(Responder::Status(200, String::new())).await;
-    let (text, listen) = config_text(
-        &mm.base_url(),
-        &format!(
-            "{ALLOW_LOOPBACK}hooks:\n{}",
-            form_hook("#build", &rx.url("/h"))
-        ),
-    );
-    let ph = start(&text, listen).await;
+    let Fixture { mm, rx, ph } = build_hook().start().await;
     for i in 0..5 {
         assert_eq!(
             create_post(ph.addr, PUBLIC, &format!("#build {i}")).await.0,
@@ -396,28 +329,11 @@ async fn look_ups_are_cached_and_use_the_bot_token() {
 /// A retried post (same pending_post_id) is answered with the same post: fire once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_post_fires_once() {
-    let mm = standin().await;
-    let rx = WebhookReceiver::start(Responder::Status(200, String::new())).await;
-    let (text, listen) = config_text(
-        &mm.base_url(),
-        &format!(
-            "{ALLOW_LOOPBACK}hooks:\n{}",
-            form_hook("#build", &rx.url("/h"))
-        ),
-    );
-    let ph = start(&text, listen).await;
+    let Fixture { mm: _mm, rx, ph } = build_hook().start().await;
     let body = serde_json::json!({"channel_id": PUBLIC, "message": "#build", "pending_post_id": "user1:12345"}).to_string();
-    let auth = format!("Bearer {USER_TOKEN}");
     let mut ids = Vec::new();
     for _ in 0..2 {
-        let r = http_request(
-            ph.addr,
-            "POST",
-            "/api/v4/posts",
-            &[("Authorization", auth.as_str())],
-            body.as_bytes(),
-        )
-        .await;
+        let r = send_post(ph.addr, &[], body.as_bytes()).await;
         assert_eq!(r.status, 201);
         ids.push(r.json()["id"].as_str().unwrap().to_string());
     }
@@ -434,18 +350,9 @@ async fn a_retried_post_fires_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_leaves_right_after_posting_still_fires_the_hooks() {
     use tokio::io::AsyncWriteExt;
-    let mm = standin().await;
+    let Fixture { mm, rx, ph } = build_hook().start().await;
     // Mattermost is slow to answer: the clients are gone before the 201 comes back.
     mm.set_post_delay(Duration::from_millis(300));
-    let rx = WebhookReceiver::start(Responder::Status(200, String::new())).await;
-    let (text, listen) = config_text(
-        &mm.base_url(),
-        &format!(
-            "{ALLOW_LOOPBACK}hooks:\n{}",
-            form_hook("#build", &rx.url("/h"))
-        ),
-    );
-    let ph = start(&text, listen).await;
     for (i, how) in ["half-close", "close"].iter().enumerate() {
         let body = serde_json::json!({"channel_id": PUBLIC, "message": format!("#build {how}")})
             .to_string();

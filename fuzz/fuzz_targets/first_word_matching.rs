@@ -1,9 +1,13 @@
 //! First-word extraction and hook matching against a naive linear model of spec §1.3–§1.4.
 #![no_main]
 
+#[path = "../../tests/shared/models.rs"]
+mod models;
+
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use posthook::config::{ContentType, HookConfig, TriggerWhen};
+use models::{go_is_space, hook_config, model_could_match, model_matches, HookSpec};
+use posthook::config::{HookConfig, TriggerWhen};
 use posthook::rules::{first_word, HookIndex};
 
 const CHANNELS: [&str; 4] = ["c1", "c2", "c3", "c4"];
@@ -28,15 +32,6 @@ struct Input {
     message: String,
 }
 
-/// Go's `unicode.IsSpace`, written out (spec §1.3).
-fn go_is_space(c: char) -> bool {
-    matches!(
-        c,
-        '\t' | '\n' | '\u{B}' | '\u{C}' | '\r' | ' ' | '\u{85}' | '\u{A0}' | '\u{1680}' | '\u{2000}'
-            ..='\u{200A}' | '\u{2028}' | '\u{2029}' | '\u{202F}' | '\u{205F}' | '\u{3000}'
-    )
-}
-
 /// `strings.Fields(message)[0]` or `""`.
 fn naive_first_word(message: &str) -> &str {
     message
@@ -45,32 +40,12 @@ fn naive_first_word(message: &str) -> &str {
         .unwrap_or("")
 }
 
-struct Model {
-    team: Option<&'static str>,
-    channel: Option<&'static str>,
-    words: Vec<String>,
-    when: TriggerWhen,
-}
-
-fn model_trigger<'a>(h: &'a Model, word: &str) -> Option<&'a str> {
-    if word.is_empty() {
-        return None;
-    }
-    h.words
-        .iter()
-        .find(|t| match h.when {
-            TriggerWhen::Exact => t.as_str() == word,
-            TriggerWhen::StartsWith => word.starts_with(t.as_str()),
-        })
-        .map(String::as_str)
-}
-
 fuzz_target!(|input: Input| {
-    let models: Vec<Model> = input
+    let models: Vec<HookSpec> = input
         .hooks
         .iter()
         .take(30)
-        .map(|h| Model {
+        .map(|h| HookSpec {
             team: h.team.map(|t| TEAMS[t as usize % 2]),
             channel: h.channel.map(|c| CHANNELS[c as usize % 3]),
             // Mattermost and the config both refuse empty trigger words.
@@ -105,38 +80,13 @@ fuzz_target!(|input: Input| {
         "{message:?}"
     );
 
-    let url = url::Url::parse("http://x.example/").unwrap_or_else(|_| unreachable!());
-    let configs: Vec<HookConfig> = models
-        .iter()
-        .map(|m| HookConfig {
-            display_name: String::new(),
-            description: String::new(),
-            team_id: m.team.map(String::from),
-            channel_id: m.channel.map(String::from),
-            trigger_words: m.words.clone(),
-            trigger_when: m.when,
-            callback_urls: vec![url.clone()],
-            content_type: ContentType::Form,
-            token: "t".into(),
-            username: String::new(),
-            icon_url: String::new(),
-        })
-        .collect();
+    let configs: Vec<HookConfig> = models.iter().map(hook_config).collect();
     let index = HookIndex::new(&configs);
     let channel = CHANNELS[input.channel as usize % CHANNELS.len()];
     let team = TEAMS[input.team as usize % TEAMS.len()];
     let word = naive_first_word(&message);
 
-    let want: Vec<(usize, &str)> = models
-        .iter()
-        .enumerate()
-        .filter(|(_, h)| h.team.is_none_or(|t| t == team))
-        .filter_map(|(i, h)| match h.channel {
-            Some(c) if c != channel => None,
-            Some(_) if h.words.is_empty() => Some((i, "")),
-            _ => model_trigger(h, word).map(|t| (i, t)),
-        })
-        .collect();
+    let want = model_matches(&models, channel, team, word);
     let got: Vec<(usize, &str)> = index
         .matches(channel, team, &message)
         .iter()
@@ -145,10 +95,7 @@ fuzz_target!(|input: Input| {
     assert_eq!(got, want, "{message:?} in {channel}/{team}");
 
     // could_match: any hook bound to the channel, or a team-wide hook the first word triggers.
-    let could = models.iter().any(|h| h.channel == Some(channel))
-        || models
-            .iter()
-            .any(|h| h.channel.is_none() && model_trigger(h, word).is_some());
+    let could = model_could_match(&models, channel, word);
     assert_eq!(index.could_match(channel, &message), could, "{message:?}");
     if !got.is_empty() {
         assert!(index.could_match(channel, &message));

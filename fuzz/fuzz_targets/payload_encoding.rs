@@ -2,14 +2,16 @@
 //! parser, keep Go's key order, and escape exactly what Go escapes.
 #![no_main]
 
-use std::fmt;
+#[path = "../../tests/shared/models.rs"]
+mod models;
+#[path = "../../tests/shared/ordered_json.rs"]
+mod ordered_json;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
+use models::{model_go_json, model_query_escape, payload_of};
+use ordered_json::Ordered;
 use posthook::go::{json_string_into, query_escape_into};
-use posthook::webhook::Payload;
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
-use serde_json::Value;
 
 #[derive(Arbitrary, Debug)]
 struct Input {
@@ -17,71 +19,9 @@ struct Input {
     create_at_ms: i64,
 }
 
-/// A JSON object's members in document order.
-struct Ordered(Vec<(String, Value)>);
-
-impl<'de> Deserialize<'de> for Ordered {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Ordered;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Ordered, A::Error> {
-                let mut out = Vec::new();
-                while let Some(kv) = map.next_entry::<String, Value>()? {
-                    out.push(kv);
-                }
-                Ok(Ordered(out))
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
-
-/// Go's `url.QueryEscape`, byte by byte.
-fn model_query_escape(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
-/// Go's `json.Marshal` of a string: serde_json's escaping plus Go's HTML-safe escapes.
-fn model_go_json(s: &str) -> String {
-    serde_json::to_string(s)
-        .unwrap_or_else(|_| unreachable!())
-        .replace('<', "\\u003c")
-        .replace('>', "\\u003e")
-        .replace('&', "\\u0026")
-        .replace('\u{2028}', "\\u2028")
-        .replace('\u{2029}', "\\u2029")
-}
-
 fuzz_target!(|input: Input| {
     let s = &input.strings;
-    let p = Payload {
-        token: &s[0],
-        team_id: &s[1],
-        team_domain: &s[2],
-        channel_id: &s[3],
-        channel_name: &s[4],
-        create_at_ms: input.create_at_ms,
-        user_id: &s[5],
-        user_name: &s[6],
-        post_id: &s[7],
-        text: &s[8],
-        trigger_word: &s[9],
-        file_ids: &s[10],
-    };
+    let p = payload_of(s, input.create_at_ms);
     // Go's integer division truncates toward zero.
     let ms = input.create_at_ms;
     let seconds = if ms < 0 {

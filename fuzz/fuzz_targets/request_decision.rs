@@ -4,21 +4,21 @@
 //! bytes allowed) it agrees with `HookIndex::could_match` on Go's view of the two fields.
 #![no_main]
 
-use std::fmt;
+#[path = "../../tests/shared/ordered_json.rs"]
+mod ordered_json;
+#[path = "../../tests/shared/wiring.rs"]
+mod wiring;
+
 use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
+use ordered_json::Ordered;
 use posthook::config::Config;
-use posthook::dispatch::Dispatcher;
-use posthook::live::Live;
-use posthook::reply::LogAnswers;
-use posthook::mattermost::MattermostClient;
 use posthook::proxy::Proxy;
 use posthook::rules::HookIndex;
 use posthook::go::key_matches;
 use posthook::stats::Stats;
-use posthook::net::SystemResolver;
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde::de::Deserialize;
 use serde_json::Value;
 
 const CONFIG: &str = r##"
@@ -52,40 +52,10 @@ fn fixture() -> &'static Fixture {
     FIXTURE.get_or_init(|| {
         let config = Config::from_yaml("fuzz.yaml", CONFIG, &|_| None)
             .unwrap_or_else(|e| panic!("fuzz config: {e}"));
-        let stats = Arc::new(Stats::default());
-        let index = Arc::new(HookIndex::new(&config.hooks));
-        let mm = MattermostClient::from_config(&config, stats.clone())
-            .unwrap_or_else(|e| panic!("{e}"));
-        let live = Live::build(&config, Arc::new(SystemResolver)).unwrap_or_else(|e| panic!("{e}")).shared();
         // The dispatcher is dropped: nothing here submits a job.
-        let (_dispatcher, handle) =
-            Dispatcher::new(&config, live.clone(), mm, stats.clone(), Arc::new(LogAnswers));
-        let proxy = Proxy::new(&config, live, handle, stats);
+        let (proxy, index, _dispatcher) = wiring::wire(&config, Arc::new(Stats::default()));
         Fixture { proxy, index }
     })
-}
-
-/// A JSON object's members in document order (duplicates kept).
-struct Ordered(Vec<(String, Value)>);
-
-impl<'de> Deserialize<'de> for Ordered {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Ordered;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Ordered, A::Error> {
-                let mut out = Vec::new();
-                while let Some(kv) = map.next_entry::<String, Value>()? {
-                    out.push(kv);
-                }
-                Ok(Ordered(out))
-            }
-        }
-        d.deserialize_map(V)
-    }
 }
 
 /// What Go's decoder makes of the two fields: the last string wins, `null` leaves the field

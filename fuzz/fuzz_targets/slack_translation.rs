@@ -2,10 +2,14 @@
 //! `<`, and on text made of recognised markup and plain runs changes exactly the markup.
 #![no_main]
 
+#[path = "../../tests/shared/models.rs"]
+mod models;
+
 use std::collections::HashMap;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
+use models::{known_users, without, ANNOUNCEMENTS};
 use posthook::reply::slack::{
     apply_attachment_links, apply_text_links, expand_announcements, go_fmt_v,
     parse_slack_attachments, process_attachments, process_slack_text, referenced_user_ids,
@@ -30,11 +34,6 @@ struct Input {
     json: String,
 }
 
-const ANNOUNCE: [(&str, &str); 3] = [
-    ("<!channel>", "@channel"),
-    ("<!here>", "@here"),
-    ("<!all>", "@all"),
-];
 const IDS: [&str; 3] = ["U1", "bob7", "Unknown9"];
 /// Markup Mattermost leaves alone (spec §4.1–§4.2).
 const DECOYS: [&str; 6] = [
@@ -45,10 +44,6 @@ const DECOYS: [&str; 6] = [
     "<@U1 >",
     "<@>",
 ];
-
-fn without(s: &str, bad: &[char]) -> String {
-    s.chars().filter(|c| !bad.contains(c)).collect()
-}
 
 fuzz_target!(|input: Input| {
     // 1. Arbitrary text and user map: total, and identity without `<`.
@@ -72,10 +67,7 @@ fuzz_target!(|input: Input| {
     }
 
     // 2. Recognised markup between plain runs: the output is the model's, piece by piece.
-    let known: HashMap<String, String> = [("U1", "alice"), ("bob7", "bob.b")]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let known = known_users();
     let mut text = String::new();
     let mut want = String::new();
     for piece in input.pieces.iter().take(32) {
@@ -86,7 +78,7 @@ fuzz_target!(|input: Input| {
                 want.push_str(&s);
             }
             Piece::Announce(i) => {
-                let (from, to) = ANNOUNCE[*i as usize % ANNOUNCE.len()];
+                let (from, to) = ANNOUNCEMENTS[*i as usize % ANNOUNCEMENTS.len()];
                 text.push_str(from);
                 want.push_str(to);
             }
