@@ -24,7 +24,7 @@ use url::Url;
 use crate::config::{Config, ContentType, HookConfig};
 use crate::go::{json_string_into, query_escape_into};
 use crate::mattermost::model::CreatedPost;
-use crate::net::client::{describe, read_capped, refused, Body, HttpClient};
+use crate::net::client::{describe, read_capped, refused, Body, BodyError, HttpClient};
 use crate::net::guard::{AddressPolicy, BoxError, GuardedResolver, Resolver};
 
 /// `User-Agent` Mattermost's transport forces on integration requests.
@@ -143,8 +143,16 @@ pub enum DeliveryError {
     Refused(String),
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    /// Posthook could not make or follow the request (an unusable URL, too many redirects).
     #[error("request failed: {0}")]
     Http(String),
+    /// The request could not be sent or its answer's head not read (connect, TLS, reset); the
+    /// text is the whole chain of causes (hyper's errors never carry the URL).
+    #[error("request failed: {}", describe(.0))]
+    Request(#[source] hyper_util::client::legacy::Error),
+    /// The answer's body could not be read (cut, corrupt gzip).
+    #[error("request failed: {0}")]
+    Body(#[source] BodyError),
     #[error("response larger than {MAX_RESPONSE_BYTES} bytes")]
     TooLarge,
 }
@@ -307,7 +315,7 @@ impl WebhookClient {
                     .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
                 let body = read_capped(response.into_body(), MAX_RESPONSE_BYTES + 1, gzip)
                     .await
-                    .map_err(|e| DeliveryError::Http(e.to_string()))?;
+                    .map_err(DeliveryError::Body)?;
                 return Ok(WebhookAnswer {
                     status: status.as_u16(),
                     body,
@@ -403,7 +411,7 @@ fn classify(e: hyper_util::client::legacy::Error) -> DeliveryError {
     if let Some(r) = refused(&e) {
         return DeliveryError::Refused(r.0.clone());
     }
-    DeliveryError::Http(describe(&e))
+    DeliveryError::Request(e)
 }
 
 #[cfg(test)]

@@ -257,7 +257,7 @@ async fn a_gzip_answer_is_decoded_and_bounded() {
         }))
         .await;
         let got = post_form(&ep.url("/")).await;
-        assert!(matches!(got, Err(DeliveryError::Http(_))), "{got:?}");
+        assert!(matches!(got, Err(DeliveryError::Body(_))), "{got:?}");
     }
 }
 
@@ -353,7 +353,7 @@ async fn https_callbacks_speak_tls_with_the_host_name() {
     });
     let url = Url::parse(&format!("https://secure-hooks.test:{port}/hook")).unwrap();
     let got = post_form(&url).await;
-    assert!(matches!(got, Err(DeliveryError::Http(_))), "{got:?}");
+    assert!(matches!(got, Err(DeliveryError::Request(_))), "{got:?}");
     let hello = hello.await.unwrap();
     assert_eq!(&hello[..2], &[0x16, 0x03], "a TLS handshake record");
     assert!(
