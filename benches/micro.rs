@@ -65,6 +65,7 @@ fn hook(i: usize) -> HookConfig {
         token: "tok".into(),
         username: String::new(),
         icon_url: String::new(),
+        beyond: Default::default(),
     }
 }
 
@@ -120,6 +121,7 @@ fn main() {
             text,
             trigger_word: "#build",
             file_ids: "",
+            extras: None,
         };
         assert!(p.to_form().contains("text=%23build+main"));
         let ns = measure(budget, || {

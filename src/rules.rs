@@ -47,6 +47,8 @@ struct Entry {
 #[derive(Debug, Default, Clone)]
 pub struct HookIndex {
     hooks: Vec<IndexedHook>,
+    /// Hooks that may fire (`enabled`); the others are kept in place but in no map.
+    enabled: usize,
     /// Channel-bound hooks by channel id, in configuration order.
     by_channel: Map<Box<str>, Vec<u32>>,
     /// Team-wide exact-mode trigger words.
@@ -128,6 +130,10 @@ impl HookIndex {
                     .collect(),
                 trigger_when: h.trigger_when,
             });
+            if !h.beyond.enabled {
+                continue;
+            }
+            index.enabled += 1;
             if let Some(channel) = &h.channel_id {
                 index
                     .by_channel
@@ -166,9 +172,9 @@ impl HookIndex {
         self.hooks.len()
     }
 
-    /// Whether there are no hooks at all.
+    /// Whether no hook may fire (none at all, or none enabled): nothing needs to be watched.
     pub fn is_empty(&self) -> bool {
-        self.hooks.is_empty()
+        self.enabled == 0
     }
 
     /// Cheap pre-check used on the request path: could a post with this channel and message
@@ -282,6 +288,7 @@ mod tests {
             token: "t".into(),
             username: String::new(),
             icon_url: String::new(),
+            beyond: Default::default(),
         }
     }
 
@@ -588,5 +595,34 @@ mod tests {
             .map(|m| m.hook)
             .collect();
         assert_eq!(got, vec![1, 123]);
+    }
+
+    #[test]
+    fn a_disabled_hook_is_kept_in_place_but_never_matches() {
+        let mut off = hook(None, None, &["#build"], TriggerWhen::Exact);
+        off.beyond.enabled = false;
+        let mut off_channel = hook(Some("c1"), None, &[], TriggerWhen::Exact);
+        off_channel.beyond.enabled = false;
+        let on = hook(None, None, &["#deploy"], TriggerWhen::StartsWith);
+        let idx = HookIndex::new(&[off.clone(), off_channel.clone(), on]);
+        assert_eq!(idx.len(), 3, "positions are kept");
+        assert!(!idx.is_empty());
+        assert!(
+            !idx.could_match("c9", "#build now"),
+            "no 201 copy for a disabled hook"
+        );
+        assert!(
+            !idx.could_match("c1", "anything"),
+            "nor for a disabled channel hook"
+        );
+        assert!(idx.matches("c1", "team", "#build now").is_empty());
+        let got = idx.matches("c9", "team", "#deploying");
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].hook, 2, "the enabled hook keeps its position");
+        let all_off = HookIndex::new(&[off, off_channel]);
+        assert!(
+            all_off.is_empty(),
+            "nothing to watch when every hook is disabled"
+        );
     }
 }

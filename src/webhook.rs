@@ -54,6 +54,21 @@ pub struct Payload<'a> {
     pub trigger_word: &'a str,
     /// `file_ids` joined with `,`.
     pub file_ids: &'a str,
+    /// posthook's fields after Mattermost's twelve, for a hook with `payload_extras: true`.
+    pub extras: Option<Extras<'a>>,
+}
+
+/// The four fields `payload_extras: true` adds (README "Beyond Mattermost").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Extras<'a> {
+    /// The thread root, `""` for a root post.
+    pub root_id: &'a str,
+    /// `O`, `P`, `D` or `G`.
+    pub channel_type: &'a str,
+    /// `posted` or `edited`.
+    pub event: &'a str,
+    /// When the post was last edited, in milliseconds; `0` for `posted`.
+    pub edit_at: i64,
 }
 
 impl Payload<'_> {
@@ -65,7 +80,8 @@ impl Payload<'_> {
         }
     }
 
-    /// Go `url.Values.Encode()`: keys sorted, values `QueryEscape`d, `timestamp` in seconds.
+    /// Go `url.Values.Encode()`: keys sorted, values `QueryEscape`d, `timestamp` in seconds;
+    /// the extras, when asked for, sorted in among them.
     pub fn to_form(&self) -> String {
         let seconds = (self.create_at_ms / 1000).to_string();
         // Already in sorted order.
@@ -84,14 +100,20 @@ impl Payload<'_> {
             ("user_name", self.user_name),
         ];
         let mut out = String::with_capacity(256 + self.text.len() * 3);
-        for (i, (k, v)) in fields.iter().enumerate() {
-            if i > 0 {
-                out.push('&');
-            }
-            out.push_str(k);
-            out.push('=');
-            query_escape_into(&mut out, v);
-        }
+        let Some(x) = &self.extras else {
+            write_form(&mut out, &fields);
+            return out;
+        };
+        let edit_at = x.edit_at.to_string();
+        let mut all = fields.to_vec();
+        all.extend([
+            ("root_id", x.root_id),
+            ("channel_type", x.channel_type),
+            ("event", x.event),
+            ("edit_at", edit_at.as_str()),
+        ]);
+        all.sort_unstable_by_key(|&(k, _)| k);
+        write_form(&mut out, &all);
         out
     }
 
@@ -125,8 +147,32 @@ impl Payload<'_> {
             out.push(',');
             push_go_json_field(&mut out, k, v);
         }
+        if let Some(x) = &self.extras {
+            for (k, v) in [
+                ("root_id", x.root_id),
+                ("channel_type", x.channel_type),
+                ("event", x.event),
+            ] {
+                out.push(',');
+                push_go_json_field(&mut out, k, v);
+            }
+            out.push_str(",\"edit_at\":");
+            out.push_str(&x.edit_at.to_string());
+        }
         out.push('}');
         out
+    }
+}
+
+/// `k=v&k=v…`, each value `QueryEscape`d.
+fn write_form(out: &mut String, fields: &[(&str, &str)]) {
+    for (i, (k, v)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        out.push_str(k);
+        out.push('=');
+        query_escape_into(out, v);
     }
 }
 
@@ -176,7 +222,7 @@ pub struct Delivery {
 
 impl Delivery {
     /// `hook=0 name="Build" post=… host=…`: the fields that open every delivery and reply
-    /// log line. Only the callback's host is ever shown, never its URL (a query may carry a
+    /// log line; the hook is named by its `id`, or by its position when it has none. Only the callback's host is ever shown, never its URL (a query may carry a
     /// secret), and never the hook's token.
     pub fn log_fields(&self) -> LogFields<'_> {
         LogFields(self)
@@ -215,7 +261,10 @@ impl fmt::Display for LogFields<'_> {
         write!(
             f,
             "hook={} name={:?} post={} host={}",
-            d.hook_index, d.hook.display_name, d.post.id, d.callback_host
+            d.hook.name(d.hook_index),
+            d.hook.display_name,
+            d.post.id,
+            d.callback_host
         )
     }
 }
@@ -432,6 +481,7 @@ mod tests {
             text: "Text",
             trigger_word: "TriggerWord",
             file_ids: "FileIds",
+            extras: None,
         }
     }
 
@@ -469,9 +519,44 @@ mod tests {
         assert_eq!(v["timestamp"], 123000);
     }
 
+    /// `payload_extras: true`: form keys stay sorted with the four extras among them; JSON
+    /// appends them after `file_ids`, `edit_at` a number.
+    #[test]
+    fn payload_extras_are_byte_exact_in_both_encodings() {
+        let p = Payload {
+            extras: Some(Extras {
+                root_id: "RootId",
+                channel_type: "P",
+                event: "edited",
+                edit_at: 1445532266999,
+            }),
+            ..t1()
+        };
+        assert_eq!(
+            p.to_form(),
+            "channel_id=ChannelId&channel_name=ChannelName&channel_type=P&edit_at=1445532266999&event=edited&file_ids=FileIds&post_id=PostId&root_id=RootId&team_domain=TeamDomain&team_id=TeamId&text=Text&timestamp=123&token=Token&trigger_word=TriggerWord&user_id=UserId&user_name=UserName"
+        );
+        assert_eq!(
+            p.to_json(),
+            r#"{"token":"Token","team_id":"TeamId","team_domain":"TeamDomain","channel_id":"ChannelId","channel_name":"ChannelName","timestamp":123000,"user_id":"UserId","user_name":"UserName","post_id":"PostId","text":"Text","trigger_word":"TriggerWord","file_ids":"FileIds","root_id":"RootId","channel_type":"P","event":"edited","edit_at":1445532266999}"#
+        );
+        // Without extras, the twelve fields only (Mattermost's bytes).
+        assert!(!t1().to_form().contains("event="));
+        assert!(!t1().to_json().contains("\"event\""));
+    }
+
     #[test]
     fn log_fields_show_the_host_and_never_the_url_or_token() {
         let shown = Delivery::sample().log_fields().to_string();
         assert_eq!(shown, "hook=0 name=\"Build it\" post=post1 host=ci.example");
+        let mut named = Delivery::sample();
+        let mut hook = (*named.hook).clone();
+        hook.beyond.id = Some("ci-build".into());
+        named.hook = Arc::new(hook);
+        assert_eq!(
+            named.log_fields().to_string(),
+            "hook=ci-build name=\"Build it\" post=post1 host=ci.example",
+            "a hook with an id is named by it"
+        );
     }
 }

@@ -50,6 +50,7 @@ enum Kind {
     Section,
     Hooks,
     TriggerWhen,
+    Thread,
 }
 
 impl Kind {
@@ -63,6 +64,7 @@ impl Kind {
             Kind::Section => ("5", "a number"),
             Kind::Hooks => ("{a: 1}", "a mapping"),
             Kind::TriggerWhen => ("1.5", "a decimal number"),
+            Kind::Thread => ("[root]", "a list"),
         }
     }
 
@@ -76,6 +78,7 @@ impl Kind {
             Kind::Section => "a mapping",
             Kind::Hooks => "a list of hooks",
             Kind::TriggerWhen => "exact, starts_with, 0 or 1",
+            Kind::Thread => "any, root or reply",
         }
     }
 }
@@ -128,6 +131,10 @@ const KEYS: &[(&str, &str, Kind)] = &[
     ("hooks", "token", Kind::Text),
     ("hooks", "username", Kind::Text),
     ("hooks", "icon_url", Kind::Text),
+    ("hooks", "id", Kind::Text),
+    ("hooks", "enabled", Kind::Flag),
+    ("hooks", "thread", Kind::Thread),
+    ("hooks", "payload_extras", Kind::Flag),
 ];
 
 /// A config whose only fault is `key` (in `section`) set to `value`; returns it with the line

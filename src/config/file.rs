@@ -73,6 +73,11 @@ pub struct Hook {
     pub token: Option<Str>,
     pub username: Option<Str>,
     pub icon_url: Option<Str>,
+    // Beyond Mattermost (opt-in).
+    pub id: Option<Str>,
+    pub enabled: Option<bool>,
+    pub thread: Option<Str>,
+    pub payload_extras: Option<bool>,
 }
 
 /// `exact`, `starts_with`, or Mattermost's numeric `0` / `1`.
@@ -89,10 +94,14 @@ pub enum TriggerWhenValue {
 pub fn expected(key: &str) -> Option<&'static str> {
     Some(match key {
         "listen" | "metrics_listen" | "upstream" | "bot_token" | "display_name" | "description"
-        | "team_id" | "channel_id" | "content_type" | "token" | "username" | "icon_url" => {
+        | "team_id" | "channel_id" | "content_type" | "token" | "username" | "icon_url" | "id" => {
             "a string"
         }
-        "enable_post_username_override" | "enable_post_icon_override" => "true or false",
+        "enable_post_username_override"
+        | "enable_post_icon_override"
+        | "enabled"
+        | "payload_extras" => "true or false",
+        "thread" => "any, root or reply",
         "outgoing_integration_requests_timeout"
         | "grace_period_seconds"
         | "graceful_shutdown_timeout_seconds"

@@ -7,6 +7,7 @@
 //! file, line, column and field, e.g.
 //! `posthook.yaml:12:5: hooks[1].callback_urls[0]: not an http(s) URL`.
 
+mod beyond;
 mod error;
 pub mod file;
 mod validate;
@@ -51,12 +52,88 @@ pub struct HookConfig {
     pub token: String,
     pub username: String,
     pub icon_url: String,
+    /// posthook's opt-in keys beyond Mattermost's hook model.
+    pub beyond: Beyond,
+}
+
+/// A hook's keys beyond Mattermost's model (README "Beyond Mattermost"). The defaults behave
+/// exactly as Mattermost's outgoing webhooks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Beyond {
+    /// `id`: the hook's stable name in logs; `None`: its position in the file.
+    pub id: Option<String>,
+    /// `enabled: false` keeps the hook in the file without firing it.
+    pub enabled: bool,
+    /// `thread`: which posts of a thread fire.
+    pub thread: Thread,
+    /// `payload_extras`: four fields after Mattermost's twelve.
+    pub payload_extras: bool,
+}
+
+impl Default for Beyond {
+    fn default() -> Beyond {
+        Beyond {
+            id: None,
+            enabled: true,
+            thread: Thread::Any,
+            payload_extras: false,
+        }
+    }
+}
+
+/// Which posts of a thread fire a hook (`thread`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Thread {
+    /// Every post (Mattermost's behaviour).
+    Any,
+    /// Only posts that start a thread (empty `root_id`).
+    Root,
+    /// Only replies in a thread.
+    Reply,
+}
+
+impl Thread {
+    /// Whether a post with thread root `root_id` (`""` for a root post) may fire.
+    pub fn admits(self, root_id: &str) -> bool {
+        match self {
+            Thread::Any => true,
+            Thread::Root => root_id.is_empty(),
+            Thread::Reply => !root_id.is_empty(),
+        }
+    }
+}
+
+impl HookConfig {
+    /// The hook's name in logs: its `id`, or its position in the file.
+    pub fn name(&self, position: usize) -> HookName<'_> {
+        HookName {
+            id: self.beyond.id.as_deref(),
+            position,
+        }
+    }
+}
+
+/// See [`HookConfig::name`].
+#[derive(Debug, Clone, Copy)]
+pub struct HookName<'a> {
+    id: Option<&'a str>,
+    position: usize,
+}
+
+impl fmt::Display for HookName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.id {
+            Some(id) => f.write_str(id),
+            None => write!(f, "{}", self.position),
+        }
+    }
 }
 
 impl fmt::Debug for HookConfig {
     // Hand-written so that the hook token never reaches a log line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HookConfig")
+            .field("id", &self.beyond.id)
             .field("display_name", &self.display_name)
             .field("team_id", &self.team_id)
             .field("channel_id", &self.channel_id)

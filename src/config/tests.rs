@@ -343,3 +343,83 @@ fn broken_yaml_and_twice_written_keys_are_located() {
         "posthook.yaml:6:5: token: written twice (each key at most once)"
     );
 }
+
+#[test]
+fn beyond_keys_default_to_mattermosts_behaviour() {
+    let c = load(&format!(
+        "{MINIMAL}hooks:\n  - trigger_words: [a]\n    callback_urls: [\"http://x\"]\n    token: t\n"
+    ))
+    .unwrap();
+    assert_eq!(c.hooks[0].beyond, Beyond::default());
+    assert_eq!(c.hooks[0].beyond.id, None);
+    assert!(c.hooks[0].beyond.enabled);
+    assert_eq!(c.hooks[0].beyond.thread, Thread::Any);
+    assert!(!c.hooks[0].beyond.payload_extras);
+    assert_eq!(c.hooks[0].name(0).to_string(), "0", "named by its position");
+}
+
+#[test]
+fn beyond_keys_parse() {
+    let c = load(&format!(
+        "{MINIMAL}hooks:\n  - id: ci-build_2\n    enabled: false\n    thread: reply\n    payload_extras: true\n    trigger_words: [a]\n    callback_urls: [\"http://x\"]\n    token: t\n  - thread: root\n    trigger_words: [a]\n    callback_urls: [\"http://x\"]\n    token: t\n"
+    ))
+    .unwrap();
+    let b = &c.hooks[0].beyond;
+    assert_eq!(b.id.as_deref(), Some("ci-build_2"));
+    assert!(!b.enabled);
+    assert_eq!(b.thread, Thread::Reply);
+    assert!(b.payload_extras);
+    assert_eq!(c.hooks[0].name(0).to_string(), "ci-build_2");
+    assert_eq!(c.hooks[1].beyond.thread, Thread::Root);
+    assert!(format!("{:?}", c.hooks[0]).contains("ci-build_2"));
+}
+
+#[test]
+fn beyond_key_errors_are_located() {
+    let hook = |extra: &str| {
+        format!("  - {extra}\n    trigger_words: [a]\n    callback_urls: [\"http://x\"]\n    token: t\n")
+    };
+    let rows: Vec<(String, &str)> = vec![
+        (
+            hook("id: Build"),
+            "posthook.yaml:5:9: hooks[0].id: must be 1 to 64 characters of a-z, 0-9, '_' and '-'",
+        ),
+        (
+            hook("id: \"\""),
+            "posthook.yaml:5:9: hooks[0].id: must be 1 to 64 characters of a-z, 0-9, '_' and '-'",
+        ),
+        (
+            hook(&format!("id: {}", "a".repeat(65))),
+            "posthook.yaml:5:9: hooks[0].id: must be 1 to 64 characters of a-z, 0-9, '_' and '-'",
+        ),
+        (
+            hook("thread: replies"),
+            "posthook.yaml:5:13: hooks[0].thread: must be any, root or reply",
+        ),
+        (
+            hook("enabled: maybe"),
+            "posthook.yaml:5:14: hooks[0].enabled: expected true or false, found a string",
+        ),
+        (
+            format!("{}{}", hook("id: build"), hook("id: build")),
+            "posthook.yaml:9:9: hooks[1].id: \"build\" is already the id of hooks[0]",
+        ),
+        (
+            format!("{}{}", hook("description: first"), hook("id: \"0\"")),
+            "posthook.yaml:9:9: hooks[1].id: \"0\" is already the name of hooks[0], which has no id and is named by its position",
+        ),
+        (
+            format!("{}{}", hook("id: \"1\""), hook("description: second")),
+            "posthook.yaml:5:9: hooks[0].id: \"1\" is already the name of hooks[1], which has no id and is named by its position",
+        ),
+    ];
+    for (hooks, want) in rows {
+        assert_eq!(err(&format!("{MINIMAL}hooks:\n{hooks}")), want, "{hooks}");
+    }
+    // 64 characters are fine.
+    load(&format!(
+        "{MINIMAL}hooks:\n{}",
+        hook(&format!("id: {}", "a".repeat(64)))
+    ))
+    .unwrap();
+}

@@ -44,7 +44,7 @@ impl Config {
 
 /// A line and column, for errors about something that has no location of its own.
 #[derive(Clone, Copy)]
-struct Pos(u64, u64);
+pub(super) struct Pos(pub(super) u64, pub(super) u64);
 
 impl From<Location> for Pos {
     fn from(l: Location) -> Pos {
@@ -52,13 +52,18 @@ impl From<Location> for Pos {
     }
 }
 
-struct Validator<'a> {
+pub(super) struct Validator<'a> {
     file_name: &'a str,
     env: &'a dyn Fn(&str) -> Option<String>,
 }
 
 impl Validator<'_> {
-    fn err(&self, loc: impl Into<Pos>, field: &str, msg: impl fmt::Display) -> ConfigError {
+    pub(super) fn err(
+        &self,
+        loc: impl Into<Pos>,
+        field: &str,
+        msg: impl fmt::Display,
+    ) -> ConfigError {
         let Pos(line, column) = loc.into();
         ConfigError::new(format!(
             "{}:{line}:{column}: {field}: {msg}",
@@ -67,7 +72,7 @@ impl Validator<'_> {
     }
 
     /// Replaces every `${NAME}` with the environment variable NAME.
-    fn subst(&self, s: &file::Str, field: &str) -> Result<String, ConfigError> {
+    pub(super) fn subst(&self, s: &file::Str, field: &str) -> Result<String, ConfigError> {
         let raw = &s.value;
         let mut out = String::with_capacity(raw.len());
         let mut rest = raw.as_str();
@@ -192,6 +197,7 @@ impl Validator<'_> {
             .enumerate()
             .map(|(i, h)| self.hook(i, h))
             .collect::<Result<Vec<_>, _>>()?;
+        self.unique_ids(&f.hooks, &hooks)?;
         Ok(Config {
             listen,
             metrics_listen,
@@ -523,6 +529,7 @@ impl Validator<'_> {
             token,
             username,
             icon_url,
+            beyond: self.beyond(&p, h)?,
         })
     }
 }

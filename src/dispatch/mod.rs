@@ -46,7 +46,7 @@ use crate::mattermost::MattermostClient;
 use crate::reply::AnswerSink;
 use crate::rules::Match;
 use crate::stats::Stats;
-use crate::webhook::{Delivery, Payload, WebhookClient};
+use crate::webhook::{Delivery, Extras, Payload, WebhookClient};
 
 /// Tells whether the dispatcher is idle: no job queued or being processed, and no delivery
 /// (or its reply) in flight. Used to end a graceful shutdown as soon as the work is done.
@@ -220,9 +220,11 @@ impl Shared {
         let Some(channel) = self.resolve_channel(&post).await else {
             return;
         };
-        let matches = live
+        let mut matches = live
             .index
             .matches(&post.channel_id, &channel.team_id, &post.message);
+        // Opt-in filters beyond Mattermost's rules (each passes everything by default).
+        matches.retain(|m| live.hooks[m.hook].beyond.thread.admits(&post.root_id));
         if matches.is_empty() {
             return;
         }
@@ -381,6 +383,12 @@ impl Shared {
                 text: &post.message,
                 trigger_word: m.trigger_word,
                 file_ids: &file_ids,
+                extras: hook.beyond.payload_extras.then_some(Extras {
+                    root_id: &post.root_id,
+                    channel_type: &names.channel.channel_type,
+                    event: "posted",
+                    edit_at: 0,
+                }),
             };
             // Encoded once per hook; each URL gets its own cheap clone.
             let body = Bytes::from(payload.encode(hook.content_type));

@@ -43,7 +43,7 @@ impl AnswerSink for LogAnswers {
         debug!(
             "answer to post {} from hook {}: HTTP {}, {} bytes",
             delivery.post.id,
-            delivery.hook_index,
+            delivery.hook.name(delivery.hook_index),
             answer.status,
             answer.body.len()
         );

@@ -52,6 +52,7 @@ pub fn hook_config(h: &HookSpec) -> HookConfig {
         token: "t".into(),
         username: String::new(),
         icon_url: String::new(),
+        beyond: Default::default(),
     }
 }
 
@@ -120,6 +121,7 @@ pub fn payload_of(s: &[String], create_at_ms: i64) -> Payload<'_> {
         text: &s[8],
         trigger_word: &s[9],
         file_ids: &s[10],
+        extras: None,
     }
 }
 

@@ -1,0 +1,94 @@
+//! Validation of a hook's keys beyond Mattermost's model (README "Beyond Mattermost"): each is
+//! optional, and its default keeps Mattermost's behaviour.
+
+use serde_saphyr::Spanned;
+
+use super::error::ConfigError;
+use super::file;
+use super::validate::Validator;
+use super::{Beyond, HookConfig, Thread};
+
+/// Longest `id`.
+const MAX_ID_LEN: usize = 64;
+
+impl Validator<'_> {
+    /// The opt-in keys of hook `p` (`hooks[i]`).
+    pub(super) fn beyond(&self, p: &str, h: &file::Hook) -> Result<Beyond, ConfigError> {
+        let id = match &h.id {
+            None => None,
+            Some(s) => {
+                let field = format!("{p}.id");
+                let id = self.subst(s, &field)?;
+                let valid = !id.is_empty()
+                    && id.len() <= MAX_ID_LEN
+                    && id.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                    });
+                if !valid {
+                    return Err(self.err(
+                        s.referenced,
+                        &field,
+                        format!("must be 1 to {MAX_ID_LEN} characters of a-z, 0-9, '_' and '-'"),
+                    ));
+                }
+                Some(id)
+            }
+        };
+        let thread = match &h.thread {
+            None => Thread::Any,
+            Some(s) => {
+                let field = format!("{p}.thread");
+                match self.subst(s, &field)?.as_str() {
+                    "any" => Thread::Any,
+                    "root" => Thread::Root,
+                    "reply" => Thread::Reply,
+                    _ => return Err(self.err(s.referenced, &field, "must be any, root or reply")),
+                }
+            }
+        };
+        Ok(Beyond {
+            id,
+            enabled: h.enabled.unwrap_or(true),
+            thread,
+            payload_extras: h.payload_extras.unwrap_or(false),
+        })
+    }
+
+    /// Every hook's name in logs is its own: an `id` given twice, or one that is another hook's
+    /// position while that hook has no `id` (it is named by its position), is an error at the
+    /// later place.
+    pub(super) fn unique_ids(
+        &self,
+        raw: &[Spanned<file::Hook>],
+        hooks: &[HookConfig],
+    ) -> Result<(), ConfigError> {
+        let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for (i, h) in hooks.iter().enumerate() {
+            let name = h.name(i).to_string();
+            let Some(first) = seen.insert(name.clone(), i) else {
+                continue;
+            };
+            // Report at the hook whose `id` makes the clash: the later one when both have an
+            // id, else the one that has it (the other is named by its position).
+            let (at, other) = if hooks[i].beyond.id.is_some() {
+                (i, first)
+            } else {
+                (first, i)
+            };
+            let why = if hooks[other].beyond.id.is_some() {
+                format!("{name:?} is already the id of hooks[{other}]")
+            } else {
+                format!(
+                    "{name:?} is already the name of hooks[{other}], which has no id and is named by its position"
+                )
+            };
+            let loc = raw[at]
+                .value
+                .id
+                .as_ref()
+                .map_or(raw[at].referenced, |s| s.referenced);
+            return Err(self.err(loc, &format!("hooks[{at}].id"), why));
+        }
+        Ok(())
+    }
+}

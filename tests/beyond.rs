@@ -1,0 +1,181 @@
+//! Beyond Mattermost (issue 11), end to end against the stand-in: the opt-in keys of a hook
+//! (`id`, `enabled`, `thread`, `payload_extras`) change what fires and what is sent only for the
+//! hooks that set them; a hook without them behaves and encodes exactly as before.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+mod support;
+
+use std::time::Duration;
+
+use harness::*;
+use posthook::config::Config;
+use support::*;
+
+/// A form hook on `trigger` sending to `url`, with extra `key: value` lines.
+fn hook(trigger: &str, url: &str, extra: &[(&str, &str)]) -> String {
+    let mut fields = vec![
+        ("trigger_words", format!("[\"{trigger}\"]")),
+        ("callback_urls", format!("[\"{url}\"]")),
+        ("token", "\"tok\"".to_string()),
+    ];
+    fields.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    let borrowed: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    hook_yaml(&borrowed)
+}
+
+/// Creates a reply to `root` in the public channel; returns the created post.
+async fn reply(ph: &Posthook, root: &str, message: &str) -> serde_json::Value {
+    let body = serde_json::json!({"channel_id": PUBLIC, "root_id": root, "message": message});
+    let r = post_json(ph.addr, &body.to_string()).await;
+    assert_eq!(
+        r.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&r.decoded_body())
+    );
+    serde_json::from_slice(&r.decoded_body()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_hook_fires_nothing() {
+    let Fixture { mm: _mm, rx, ph } = Fixture::builder()
+        .hook(|rx| hook("#build", &rx.url("/off"), &[("enabled", "false")]))
+        .hook(|rx| hook("#deploy", &rx.url("/on"), &[("enabled", "true")]))
+        .start()
+        .await;
+    assert_eq!(create_post(ph.addr, PUBLIC, "#build now").await.0, 201);
+    assert_eq!(create_post(ph.addr, PUBLIC, "#deploy now").await.0, 201);
+    let fired = rx.wait_for(1, T).await;
+    assert_eq!(fired[0].path(), "/on");
+    rx.assert_quiet(Duration::from_millis(200)).await;
+    let s = ph
+        .wait_stats("both posts counted", |s| s.posts_observed == 2)
+        .await;
+    assert_eq!((s.hook_matches, s.deliveries_due), (1, 1), "{s:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thread_root_and_reply_choose_the_posts_of_a_thread() {
+    let Fixture { mm: _mm, rx, ph } = Fixture::builder()
+        .hook(|rx| hook("#t", &rx.url("/root"), &[("thread", "root")]))
+        .hook(|rx| hook("#t", &rx.url("/reply"), &[("thread", "reply")]))
+        .hook(|rx| hook("#t", &rx.url("/any"), &[("thread", "any")]))
+        .hook(|rx| hook("#t", &rx.url("/default"), &[]))
+        .start()
+        .await;
+    let (status, root) = create_post(ph.addr, PUBLIC, "#t root").await;
+    assert_eq!(status, 201);
+    let mut paths: Vec<String> = rx
+        .wait_for(3, T)
+        .await
+        .iter()
+        .map(|r| r.path().to_string())
+        .collect();
+    paths.sort();
+    assert_eq!(paths, ["/any", "/default", "/root"], "a root post");
+    reply(&ph, root["id"].as_str().unwrap(), "#t in the thread").await;
+    let mut paths: Vec<String> = rx.wait_for(6, T).await[3..]
+        .iter()
+        .map(|r| r.path().to_string())
+        .collect();
+    paths.sort();
+    assert_eq!(paths, ["/any", "/default", "/reply"], "a reply");
+    rx.assert_quiet(Duration::from_millis(200)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payload_extras_reach_the_wire_in_both_encodings() {
+    let Fixture { mm: _mm, rx, ph } = Fixture::builder()
+        .hook(|rx| hook("#x", &rx.url("/form"), &[("payload_extras", "true")]))
+        .hook(|rx| {
+            hook(
+                "#x",
+                &rx.url("/json"),
+                &[
+                    ("payload_extras", "true"),
+                    ("content_type", "application/json"),
+                ],
+            )
+        })
+        .hook(|rx| hook("#x", &rx.url("/plain"), &[("payload_extras", "false")]))
+        .start()
+        .await;
+    let (_, root) = create_post(ph.addr, PUBLIC, "root").await;
+    let root_id = root["id"].as_str().unwrap().to_string();
+    let post = reply(&ph, &root_id, "#x extras").await;
+    let fired = rx.wait_for(3, T).await;
+    let by_path = |p: &str| fired.iter().find(|r| r.path() == p).unwrap();
+
+    let form: Vec<(String, String)> = by_path("/form").form();
+    let keys: Vec<&str> = form.iter().map(|(k, _)| k.as_str()).collect();
+    let mut sorted = keys.clone();
+    sorted.sort_unstable();
+    assert_eq!(keys, sorted, "form keys stay sorted");
+    assert_eq!(keys.len(), 16);
+    let get = |k: &str| form.iter().find(|(key, _)| key == k).unwrap().1.clone();
+    assert_eq!(get("root_id"), root_id);
+    assert_eq!(get("channel_type"), "O");
+    assert_eq!(get("event"), "posted");
+    assert_eq!(get("edit_at"), "0");
+
+    let json = by_path("/json").body_str();
+    let tail = format!(
+        r#""file_ids":"","root_id":"{root_id}","channel_type":"O","event":"posted","edit_at":0}}"#
+    );
+    assert!(json.ends_with(&tail), "{json}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["post_id"], post["id"]);
+
+    // Without extras: Mattermost's twelve fields, nothing more.
+    assert_eq!(by_path("/plain").form().len(), 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_adds_and_removes_the_beyond_keys() {
+    let mm = standin().await;
+    let rx = WebhookReceiver::start(Responder::Status(200, String::new())).await;
+    let config = |extra: &[(&str, &str)]| {
+        format!(
+            "{ALLOW_LOOPBACK}hooks:\n{}",
+            hook("#build", &rx.url("/h"), extra)
+        )
+    };
+    let (text, listen) = config_text(&mm.base_url(), &config(&[]));
+    let ph = start(&text, listen).await;
+    let handle = ph.running.as_ref().unwrap().handle.clone();
+    let reload = |extra: &[(&str, &str)]| {
+        let (text, _) = config_text(&mm.base_url(), &config(extra));
+        // Same listen address: only the hooks change.
+        let text = text.replace(
+            &text[..text.find('\n').unwrap()],
+            &format!("listen: \"{listen}\""),
+        );
+        let c = Config::from_yaml("reload.yaml", &text, &|_| None).unwrap();
+        assert!(handle.reload(&c).unwrap().is_empty(), "only hooks changed");
+    };
+    let mut seen = 0;
+
+    assert_eq!(create_post(ph.addr, PUBLIC, "#build 1").await.0, 201);
+    seen += 1;
+    assert_eq!(rx.wait_for(seen, T).await[seen - 1].form().len(), 12);
+
+    reload(&[("enabled", "false")]);
+    assert_eq!(create_post(ph.addr, PUBLIC, "#build 2").await.0, 201);
+    rx.assert_quiet(Duration::from_millis(300)).await;
+
+    reload(&[("thread", "reply"), ("payload_extras", "true")]);
+    let (_, root) = create_post(ph.addr, PUBLIC, "#build 3").await;
+    rx.assert_quiet(Duration::from_millis(300)).await;
+    reply(&ph, root["id"].as_str().unwrap(), "#build 4").await;
+    seen += 1;
+    let r = &rx.wait_for(seen, T).await[seen - 1];
+    assert_eq!(r.form().len(), 16, "extras after the reload");
+
+    reload(&[]);
+    assert_eq!(create_post(ph.addr, PUBLIC, "#build 5").await.0, 201);
+    seen += 1;
+    let r = &rx.wait_for(seen, T).await[seen - 1];
+    assert_eq!(r.form().len(), 12, "back to Mattermost's payload");
+}
