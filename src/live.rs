@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::config::{Config, HookConfig};
+use crate::config::{ChannelTypes, Config, HookConfig};
 use crate::net::guard::{BoxError, Resolver};
 use crate::reply::ReplySettings;
 use crate::rules::HookIndex;
@@ -19,6 +19,9 @@ use crate::webhook::WebhookClient;
 /// One consistent snapshot of the reloadable configuration.
 pub struct Live {
     pub hooks: Vec<Arc<HookConfig>>,
+    /// The channel types some enabled hook fires in: posts in other channels stop at the
+    /// channel look-up.
+    pub channel_types: ChannelTypes,
     pub index: HookIndex,
     pub webhooks: WebhookClient,
     pub reply: ReplySettings,
@@ -32,6 +35,13 @@ impl Live {
     pub fn build(config: &Config, resolver: Arc<dyn Resolver>) -> Result<Live, BoxError> {
         Ok(Live {
             hooks: config.hooks.iter().cloned().map(Arc::new).collect(),
+            channel_types: config
+                .hooks
+                .iter()
+                .filter(|h| h.beyond.enabled)
+                .fold(ChannelTypes::default(), |all, h| {
+                    all.union(h.beyond.channel_types)
+                }),
             index: HookIndex::new(&config.hooks),
             webhooks: WebhookClient::from_config(config, resolver)?,
             reply: ReplySettings::from(&config.settings),

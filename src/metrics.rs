@@ -87,7 +87,7 @@ pub fn render(s: &Snapshot, queue: QueueReading) -> String {
     counter(
         w,
         "posthook_non_public_posts_skipped_total",
-        "Posts skipped because their channel is not public.",
+        "Posts skipped at the channel look-up: no enabled hook fires in their channel type (by default: not public).",
         s.non_public_skipped,
     );
     counter(

@@ -53,7 +53,7 @@ counters! {
     own_posts_skipped,
     /// Posts skipped as a repeat of an already handled post id.
     duplicate_posts_skipped,
-    /// Posts whose channel was not public.
+    /// Posts in a channel type no enabled hook fires in (by default: not public).
     non_public_skipped,
     /// Hook matches (one per hook per post).
     hook_matches,

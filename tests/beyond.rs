@@ -179,3 +179,84 @@ async fn a_reload_adds_and_removes_the_beyond_keys() {
     let r = &rx.wait_for(seen, T).await[seen - 1];
     assert_eq!(r.form().len(), 12, "back to Mattermost's payload");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_direct_and_group_messages_fire_only_for_hooks_that_list_their_type() {
+    let Fixture { mm: _mm, rx, ph } = Fixture::builder()
+        .hook(|rx| hook("#t", &rx.url("/default"), &[("payload_extras", "true")]))
+        .hook(|rx| hook("#t", &rx.url("/P"), &[("channel_types", "[P]")]))
+        .hook(|rx| hook("#t", &rx.url("/DG"), &[("channel_types", "[D, G]")]))
+        .hook(|rx| {
+            hook(
+                "#t",
+                &rx.url("/all"),
+                &[
+                    ("channel_types", "[O, P, D, G]"),
+                    ("payload_extras", "true"),
+                ],
+            )
+        })
+        .hook(|rx| {
+            hook(
+                "#t",
+                &rx.url("/team"),
+                &[("channel_types", "[O, P, D, G]"), ("team_id", TEAM)],
+            )
+        })
+        .start()
+        .await;
+    let rows: &[(&str, &str, &str, &[&str])] = &[
+        (PUBLIC, "O", PUBLIC_NAME, &["/all", "/default", "/team"]),
+        (PRIVATE, "P", "secret", &["/P", "/all", "/team"]),
+        (DM, "D", "botuser__user1", &["/DG", "/all"]),
+        (GROUP, "G", GROUP_NAME, &["/DG", "/all"]),
+    ];
+    let mut seen = 0;
+    for &(channel, kind, name, want) in rows {
+        let (status, post) = create_post(ph.addr, channel, "#t hello").await;
+        assert_eq!(status, 201, "{kind}");
+        let fired = rx.wait_for(seen + want.len(), T).await;
+        let fired = &fired[seen..];
+        seen += want.len();
+        let mut paths: Vec<&str> = fired.iter().map(|r| r.path()).collect();
+        paths.sort_unstable();
+        assert_eq!(paths, want, "{kind}: the hooks that list {kind}");
+        for r in fired {
+            let form: std::collections::HashMap<String, String> = r.form().into_iter().collect();
+            assert_eq!(form["post_id"], post["id"].as_str().unwrap(), "{kind}");
+            assert_eq!(form["channel_id"], channel, "{kind}");
+            assert_eq!(form["channel_name"], name, "{kind}");
+            let team = if matches!(kind, "D" | "G") { "" } else { TEAM };
+            assert_eq!(form["team_id"], team, "{kind}: {}", r.path());
+            let domain = if team.is_empty() { "" } else { TEAM_NAME };
+            assert_eq!(form["team_domain"], domain, "{kind}: {}", r.path());
+            if r.path() == "/all" || r.path() == "/default" {
+                assert_eq!(form["channel_type"], kind, "{kind}");
+            }
+        }
+    }
+    rx.assert_quiet(Duration::from_millis(200)).await;
+    let s = ph.stats();
+    assert_eq!(s.non_public_skipped, 0, "every type had a hook: {s:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_no_hook_fires_outside_public_channels() {
+    let Fixture { mm: _mm, rx, ph } = Fixture::builder()
+        .hook(|rx| hook("#t", &rx.url("/default"), &[]))
+        .hook(|rx| hook("#t", &rx.url("/listed"), &[("channel_types", "[O]")]))
+        .start()
+        .await;
+    for channel in [PRIVATE, DM, GROUP] {
+        assert_eq!(create_post(ph.addr, channel, "#t hello").await.0, 201);
+    }
+    let s = ph
+        .wait_stats("three posts skipped at the channel look-up", |s| {
+            s.non_public_skipped == 3
+        })
+        .await;
+    assert_eq!((s.hook_matches, s.deliveries_due), (0, 0), "{s:#?}");
+    rx.assert_quiet(Duration::from_millis(200)).await;
+    assert_eq!(create_post(ph.addr, PUBLIC, "#t hello").await.0, 201);
+    assert_eq!(rx.wait_for(2, T).await.len(), 2);
+}

@@ -51,6 +51,7 @@ enum Kind {
     Hooks,
     TriggerWhen,
     Thread,
+    ChannelTypes,
 }
 
 impl Kind {
@@ -65,6 +66,7 @@ impl Kind {
             Kind::Hooks => ("{a: 1}", "a mapping"),
             Kind::TriggerWhen => ("1.5", "a decimal number"),
             Kind::Thread => ("[root]", "a list"),
+            Kind::ChannelTypes => ("O", "a string"),
         }
     }
 
@@ -79,6 +81,7 @@ impl Kind {
             Kind::Hooks => "a list of hooks",
             Kind::TriggerWhen => "exact, starts_with, 0 or 1",
             Kind::Thread => "any, root or reply",
+            Kind::ChannelTypes => "a list of O, P, D, G",
         }
     }
 }
@@ -134,6 +137,7 @@ const KEYS: &[(&str, &str, Kind)] = &[
     ("hooks", "id", Kind::Text),
     ("hooks", "enabled", Kind::Flag),
     ("hooks", "thread", Kind::Thread),
+    ("hooks", "channel_types", Kind::ChannelTypes),
     ("hooks", "payload_extras", Kind::Flag),
 ];
 

@@ -6,7 +6,7 @@ use serde_saphyr::Spanned;
 use super::error::ConfigError;
 use super::file;
 use super::validate::Validator;
-use super::{Beyond, HookConfig, Thread};
+use super::{Beyond, ChannelTypes, HookConfig, Thread};
 
 /// Longest `id`.
 const MAX_ID_LEN: usize = 64;
@@ -46,9 +46,31 @@ impl Validator<'_> {
                 }
             }
         };
+        let channel_types = match &h.channel_types {
+            None => ChannelTypes::PUBLIC,
+            Some(list) => {
+                let mut types = ChannelTypes::default();
+                for (j, s) in list.value.iter().enumerate() {
+                    let field = format!("{p}.channel_types[{j}]");
+                    types = types
+                        .with(&self.subst(s, &field)?)
+                        .ok_or_else(|| self.err(s.referenced, &field, "must be O, P, D or G"))?;
+                }
+                if types.is_empty() {
+                    // A hook that could never fire is a mistake, not a way to park it (`enabled`).
+                    return Err(self.err(
+                        list.referenced,
+                        &format!("{p}.channel_types"),
+                        "must list at least one of O, P, D, G",
+                    ));
+                }
+                types
+            }
+        };
         Ok(Beyond {
             id,
             enabled: h.enabled.unwrap_or(true),
+            channel_types,
             thread,
             payload_extras: h.payload_extras.unwrap_or(false),
         })

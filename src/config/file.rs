@@ -76,6 +76,7 @@ pub struct Hook {
     // Beyond Mattermost (opt-in).
     pub id: Option<Str>,
     pub enabled: Option<bool>,
+    pub channel_types: Option<Spanned<Vec<Str>>>,
     pub thread: Option<Str>,
     pub payload_extras: Option<bool>,
 }
@@ -121,6 +122,7 @@ pub fn expected(key: &str) -> Option<&'static str> {
         "allowed_untrusted_internal_connections" | "trigger_words" | "callback_urls" => {
             "a list of strings"
         }
+        "channel_types" => "a list of O, P, D, G",
         "settings" | "server" | "limits" => "a mapping",
         "hooks" => "a list of hooks",
         "trigger_when" => "exact, starts_with, 0 or 1",
@@ -132,6 +134,7 @@ pub fn expected(key: &str) -> Option<&'static str> {
 pub fn expected_element(key: &str) -> Option<&'static str> {
     match expected(key)? {
         "a list of strings" => Some("a string"),
+        "a list of O, P, D, G" => Some("one of O, P, D, G"),
         "a list of hooks" => Some("a hook (a mapping of its keys)"),
         _ => None,
     }

@@ -64,6 +64,8 @@ pub struct Beyond {
     pub id: Option<String>,
     /// `enabled: false` keeps the hook in the file without firing it.
     pub enabled: bool,
+    /// `channel_types`: the types of channel whose posts fire.
+    pub channel_types: ChannelTypes,
     /// `thread`: which posts of a thread fire.
     pub thread: Thread,
     /// `payload_extras`: four fields after Mattermost's twelve.
@@ -75,9 +77,45 @@ impl Default for Beyond {
         Beyond {
             id: None,
             enabled: true,
+            channel_types: ChannelTypes::PUBLIC,
             thread: Thread::Any,
             payload_extras: false,
         }
+    }
+}
+
+/// A set of Mattermost channel types (`O` public, `P` private, `D` direct message, `G` group
+/// message), as a hook's `channel_types` lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ChannelTypes(u8);
+
+impl ChannelTypes {
+    /// The letters, in the order of the bits.
+    const LETTERS: [&'static str; 4] = ["O", "P", "D", "G"];
+    /// `[O]`: public channels only, as in Mattermost.
+    pub const PUBLIC: ChannelTypes = ChannelTypes(1);
+
+    /// The set with the type `letter` (`O`, `P`, `D` or `G`) added; `None` for another letter.
+    pub fn with(self, letter: &str) -> Option<ChannelTypes> {
+        let bit = Self::LETTERS.iter().position(|l| *l == letter)?;
+        Some(ChannelTypes(self.0 | 1 << bit))
+    }
+
+    /// Whether a channel of type `letter` is in the set (an unknown type never is).
+    pub fn contains(self, letter: &str) -> bool {
+        Self::LETTERS
+            .iter()
+            .position(|l| *l == letter)
+            .is_some_and(|bit| self.0 & 1 << bit != 0)
+    }
+
+    /// Both sets together.
+    pub fn union(self, other: ChannelTypes) -> ChannelTypes {
+        ChannelTypes(self.0 | other.0)
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
     }
 }
 

@@ -423,3 +423,30 @@ fn beyond_key_errors_are_located() {
     ))
     .unwrap();
 }
+
+#[test]
+fn channel_types_parse_and_errors_are_located() {
+    let c = load(&format!(
+        "{MINIMAL}hooks:\n  - channel_types: [P, D]\n    trigger_words: [a]\n    callback_urls: [\"http://x\"]\n    token: t\n"
+    ))
+    .unwrap();
+    let types = c.hooks[0].beyond.channel_types;
+    assert!(types.contains("P") && types.contains("D"));
+    assert!(!types.contains("O") && !types.contains("G") && !types.contains("X"));
+    assert_eq!(Beyond::default().channel_types, ChannelTypes::PUBLIC);
+    let hook = |types: &str| {
+        format!("{MINIMAL}hooks:\n  - channel_types: {types}\n    trigger_words: [a]\n    callback_urls: [\"http://x\"]\n    token: t\n")
+    };
+    assert_eq!(
+        err(&hook("[]")),
+        "posthook.yaml:5:20: hooks[0].channel_types: must list at least one of O, P, D, G"
+    );
+    assert_eq!(
+        err(&hook("[O, p]")),
+        "posthook.yaml:5:24: hooks[0].channel_types[1]: must be O, P, D or G"
+    );
+    assert_eq!(
+        err(&hook("P")),
+        "posthook.yaml:5:20: hooks[0].channel_types: expected a list of O, P, D, G, found a string"
+    );
+}

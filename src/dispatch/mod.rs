@@ -217,14 +217,18 @@ impl Shared {
         if !self.admit(&live, &post).await {
             return;
         }
-        let Some(channel) = self.resolve_channel(&post).await else {
+        let Some(channel) = self.resolve_channel(&live, &post).await else {
             return;
         };
         let mut matches = live
             .index
             .matches(&post.channel_id, &channel.team_id, &post.message);
-        // Opt-in filters beyond Mattermost's rules (each passes everything by default).
-        matches.retain(|m| live.hooks[m.hook].beyond.thread.admits(&post.root_id));
+        // Opt-in filters beyond Mattermost's rules (by default: public channels, any post).
+        matches.retain(|m| {
+            let beyond = &live.hooks[m.hook].beyond;
+            beyond.channel_types.contains(&channel.channel_type)
+                && beyond.thread.admits(&post.root_id)
+        });
         if matches.is_empty() {
             return;
         }
@@ -237,7 +241,7 @@ impl Shared {
         };
         let names = Names {
             channel: &channel,
-            team: &team,
+            team: team.as_deref(),
             user: &user,
         };
         self.deliver_all(&live, &post, names, &matches, due).await;
@@ -281,8 +285,9 @@ impl Shared {
         true
     }
 
-    /// The post's channel, when it can be looked up and is public (as in Mattermost).
-    async fn resolve_channel(&self, post: &CreatedPost) -> Option<Arc<Channel>> {
+    /// The post's channel, when it can be looked up and some hook fires in its type (by default
+    /// public channels only, as in Mattermost).
+    async fn resolve_channel(&self, live: &Live, post: &CreatedPost) -> Option<Arc<Channel>> {
         let channel = match self.mm.channel(&post.channel_id).await {
             Ok(c) => c,
             Err(e) => {
@@ -293,7 +298,7 @@ impl Shared {
                 return None;
             }
         };
-        if channel.channel_type != "O" {
+        if !live.channel_types.contains(&channel.channel_type) {
             Stats::inc(&self.stats.non_public_skipped);
             return None;
         }
@@ -335,9 +340,15 @@ impl Shared {
         post: &CreatedPost,
         channel: &Channel,
         due: &mut DueRequests<'_>,
-    ) -> Option<(Arc<User>, Arc<Team>)> {
-        let (user, team) =
-            tokio::join!(self.mm.user(&post.user_id), self.mm.team(&channel.team_id));
+    ) -> Option<(Arc<User>, Option<Arc<Team>>)> {
+        // A direct or group message has no team (`team_id` is "").
+        let team = async {
+            match channel.team_id.as_str() {
+                "" => Ok(None),
+                id => self.mm.team(id).await.map(Some),
+            }
+        };
+        let (user, team) = tokio::join!(self.mm.user(&post.user_id), team);
         match (user, team) {
             (Ok(u), Ok(t)) => Some((u, t)),
             (u, t) => {
@@ -373,7 +384,7 @@ impl Shared {
             let payload = Payload {
                 token: &hook.token,
                 team_id: hook.team_id.as_deref().unwrap_or(&names.channel.team_id),
-                team_domain: &names.team.name,
+                team_domain: names.team.map_or("", |t| t.name.as_str()),
                 channel_id: &post.channel_id,
                 channel_name: &names.channel.name,
                 create_at_ms: post.create_at,
@@ -447,6 +458,7 @@ impl Shared {
 #[derive(Clone, Copy)]
 struct Names<'a> {
     channel: &'a Channel,
-    team: &'a Team,
+    /// `None` in a direct or group message.
+    team: Option<&'a Team>,
     user: &'a User,
 }

@@ -32,6 +32,10 @@ pub const PUBLIC_NAME: &str = "town-square";
 pub const PUBLIC2: &str = "chanpub2";
 pub const PRIVATE: &str = "chanpriv";
 pub const DM: &str = "chandm";
+pub const GROUP: &str = "changroup";
+/// A group message's name: the hex SHA-1 of its sorted member ids (Mattermost's
+/// `GetGroupNameFromUserIds`); any 40 hex digits serve here.
+pub const GROUP_NAME: &str = "8b1a9953c4611296a827abf8c47804d7e6c49c6b";
 pub const OTHER_TEAM: &str = "team2";
 pub const OTHER_CHANNEL: &str = "chanother";
 pub const USER: &str = "user1";
@@ -50,7 +54,8 @@ pub async fn standin() -> MattermostStandIn {
     mm.add_channel(PUBLIC, TEAM, PUBLIC_NAME, "O");
     mm.add_channel(PUBLIC2, TEAM, "off-topic", "O");
     mm.add_channel(PRIVATE, TEAM, "secret", "P");
-    mm.add_channel(DM, "", "user1__botuser", "D");
+    mm.add_channel(DM, "", "botuser__user1", "D");
+    mm.add_channel(GROUP, "", GROUP_NAME, "G");
     mm.add_channel(OTHER_CHANNEL, OTHER_TEAM, "elsewhere", "O");
     mm.add_user(USER, USER_NAME, false);
     mm.add_user(BOT, BOT_NAME, true);
