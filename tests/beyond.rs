@@ -260,3 +260,71 @@ async fn by_default_no_hook_fires_outside_public_channels() {
     assert_eq!(create_post(ph.addr, PUBLIC, "#t hello").await.0, 201);
     assert_eq!(rx.wait_for(2, T).await.len(), 2);
 }
+
+/// Posts `message` in the public channel as the bot account (a plain post, not a reply of
+/// posthook's: no `from_webhook`), as a CI bot answering in the channel would.
+async fn post_as_bot(ph: &Posthook, message: &str) {
+    let body = serde_json::json!({"channel_id": PUBLIC, "message": message}).to_string();
+    let auth = format!("Bearer {BOT_TOKEN}");
+    let r = http_request(
+        ph.addr,
+        "POST",
+        "/api/v4/posts",
+        &[
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "application/json"),
+        ],
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_filters_choose_authors_by_id_or_name_and_can_skip_bots() {
+    let Fixture { mm: _mm, rx, ph } = Fixture::builder()
+        .hook(|rx| {
+            hook(
+                "#t",
+                &rx.url("/by-id"),
+                &[("from_users", &format!("[{USER}]"))],
+            )
+        })
+        .hook(|rx| {
+            hook(
+                "#t",
+                &rx.url("/by-name"),
+                &[("from_users", &format!("[{BOT_NAME}]"))],
+            )
+        })
+        .hook(|rx| hook("#t", &rx.url("/no-bots"), &[("exclude_bots", "true")]))
+        .hook(|rx| hook("#t", &rx.url("/default"), &[]))
+        .start()
+        .await;
+    assert_eq!(
+        create_post(ph.addr, PUBLIC, "#t from a person").await.0,
+        201
+    );
+    let mut paths: Vec<String> = rx
+        .wait_for(3, T)
+        .await
+        .iter()
+        .map(|r| r.path().to_string())
+        .collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        ["/by-id", "/default", "/no-bots"],
+        "the person's post"
+    );
+
+    // Mattermost fires for bots, and so does posthook unless a hook says otherwise.
+    post_as_bot(&ph, "#t from a bot").await;
+    let fired = rx.wait_for(5, T).await;
+    let mut paths: Vec<&str> = fired[3..].iter().map(|r| r.path()).collect();
+    paths.sort_unstable();
+    assert_eq!(paths, ["/by-name", "/default"], "the bot's post");
+    let form: std::collections::HashMap<String, String> = fired[3].form().into_iter().collect();
+    assert_eq!(form["user_name"], BOT_NAME);
+    rx.assert_quiet(Duration::from_millis(200)).await;
+}

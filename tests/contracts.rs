@@ -138,6 +138,8 @@ const KEYS: &[(&str, &str, Kind)] = &[
     ("hooks", "enabled", Kind::Flag),
     ("hooks", "thread", Kind::Thread),
     ("hooks", "channel_types", Kind::ChannelTypes),
+    ("hooks", "from_users", Kind::Texts),
+    ("hooks", "exclude_bots", Kind::Flag),
     ("hooks", "payload_extras", Kind::Flag),
 ];
 

@@ -67,10 +67,34 @@ impl Validator<'_> {
                 types
             }
         };
+        let from_users = match &h.from_users {
+            None => None,
+            Some(list) => {
+                let mut users = Vec::with_capacity(list.value.len());
+                for (j, s) in list.value.iter().enumerate() {
+                    let field = format!("{p}.from_users[{j}]");
+                    let user = self.subst(s, &field)?;
+                    if user.is_empty() {
+                        return Err(self.err(s.referenced, &field, "must not be empty"));
+                    }
+                    users.push(user);
+                }
+                if users.is_empty() {
+                    return Err(self.err(
+                        list.referenced,
+                        &format!("{p}.from_users"),
+                        "must list at least one user id or username",
+                    ));
+                }
+                Some(users)
+            }
+        };
         Ok(Beyond {
             id,
             enabled: h.enabled.unwrap_or(true),
             channel_types,
+            from_users,
+            exclude_bots: h.exclude_bots.unwrap_or(false),
             thread,
             payload_extras: h.payload_extras.unwrap_or(false),
         })

@@ -77,6 +77,8 @@ pub struct Hook {
     pub id: Option<Str>,
     pub enabled: Option<bool>,
     pub channel_types: Option<Spanned<Vec<Str>>>,
+    pub from_users: Option<Spanned<Vec<Str>>>,
+    pub exclude_bots: Option<bool>,
     pub thread: Option<Str>,
     pub payload_extras: Option<bool>,
 }
@@ -101,6 +103,7 @@ pub fn expected(key: &str) -> Option<&'static str> {
         "enable_post_username_override"
         | "enable_post_icon_override"
         | "enabled"
+        | "exclude_bots"
         | "payload_extras" => "true or false",
         "thread" => "any, root or reply",
         "outgoing_integration_requests_timeout"
@@ -119,9 +122,10 @@ pub fn expected(key: &str) -> Option<&'static str> {
         | "max_concurrent_deliveries"
         | "max_idle_connections_per_host"
         | "lookup_cache_max_entries" => "a whole number",
-        "allowed_untrusted_internal_connections" | "trigger_words" | "callback_urls" => {
-            "a list of strings"
-        }
+        "allowed_untrusted_internal_connections"
+        | "trigger_words"
+        | "callback_urls"
+        | "from_users" => "a list of strings",
         "channel_types" => "a list of O, P, D, G",
         "settings" | "server" | "limits" => "a mapping",
         "hooks" => "a list of hooks",

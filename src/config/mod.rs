@@ -66,6 +66,10 @@ pub struct Beyond {
     pub enabled: bool,
     /// `channel_types`: the types of channel whose posts fire.
     pub channel_types: ChannelTypes,
+    /// `from_users`: only posts by these users (each a user id or a username); `None`: anyone.
+    pub from_users: Option<Vec<String>>,
+    /// `exclude_bots`: skip posts by bot accounts.
+    pub exclude_bots: bool,
     /// `thread`: which posts of a thread fire.
     pub thread: Thread,
     /// `payload_extras`: four fields after Mattermost's twelve.
@@ -78,6 +82,8 @@ impl Default for Beyond {
             id: None,
             enabled: true,
             channel_types: ChannelTypes::PUBLIC,
+            from_users: None,
+            exclude_bots: false,
             thread: Thread::Any,
             payload_extras: false,
         }
@@ -138,6 +144,13 @@ impl Thread {
             Thread::Root => root_id.is_empty(),
             Thread::Reply => !root_id.is_empty(),
         }
+    }
+}
+
+impl Beyond {
+    /// Whether deciding needs the author's user record (username, bot flag).
+    pub fn needs_author(&self) -> bool {
+        self.exclude_bots || self.from_users.is_some()
     }
 }
 

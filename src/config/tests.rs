@@ -450,3 +450,34 @@ fn channel_types_parse_and_errors_are_located() {
         "posthook.yaml:5:20: hooks[0].channel_types: expected a list of O, P, D, G, found a string"
     );
 }
+
+#[test]
+fn user_filters_parse_and_empty_lists_are_errors() {
+    let c = load(&format!(
+        "{MINIMAL}hooks:\n  - from_users: [alice, 4xp9fdt8zjbqfy5pnkb8bq7xyo]\n    exclude_bots: true\n    trigger_words: [a]\n    callback_urls: [\"http://x\"]\n    token: t\n"
+    ))
+    .unwrap();
+    let b = &c.hooks[0].beyond;
+    assert_eq!(
+        b.from_users.as_deref(),
+        Some(
+            &[
+                "alice".to_string(),
+                "4xp9fdt8zjbqfy5pnkb8bq7xyo".to_string()
+            ][..]
+        )
+    );
+    assert!(b.exclude_bots && b.needs_author());
+    assert!(!Beyond::default().needs_author());
+    let hook = |users: &str| {
+        format!("{MINIMAL}hooks:\n  - from_users: {users}\n    trigger_words: [a]\n    callback_urls: [\"http://x\"]\n    token: t\n")
+    };
+    assert_eq!(
+        err(&hook("[]")),
+        "posthook.yaml:5:17: hooks[0].from_users: must list at least one user id or username"
+    );
+    assert_eq!(
+        err(&hook("[alice, \"\"]")),
+        "posthook.yaml:5:25: hooks[0].from_users[1]: must not be empty"
+    );
+}

@@ -39,7 +39,7 @@ use due::{DueRequest, Outcome};
 use queue::QueueEnd;
 pub use queue::{BodyEncoding, DispatchHandle, Job, QueueGauge};
 
-use crate::config::Config;
+use crate::config::{Beyond, Config};
 use crate::live::{Live, LiveConfig};
 use crate::mattermost::model::{Channel, CreatedPost, Team, User};
 use crate::mattermost::MattermostClient;
@@ -229,6 +229,7 @@ impl Shared {
             beyond.channel_types.contains(&channel.channel_type)
                 && beyond.thread.admits(&post.root_id)
         });
+        self.filter_by_author(&live, &post, &mut matches).await;
         if matches.is_empty() {
             return;
         }
@@ -303,6 +304,36 @@ impl Shared {
             return None;
         }
         Some(channel)
+    }
+
+    /// Drops the matched hooks whose `from_users` or `exclude_bots` the post's author fails,
+    /// looking the author up (cached) only when such a hook matched. When the look-up fails,
+    /// only what the user id alone proves passes (logged).
+    async fn filter_by_author(
+        &self,
+        live: &Live,
+        post: &CreatedPost,
+        matches: &mut Vec<Match<'_>>,
+    ) {
+        if !matches
+            .iter()
+            .any(|m| live.hooks[m.hook].beyond.needs_author())
+        {
+            return;
+        }
+        let author = match self.mm.user(&post.user_id).await {
+            Ok(u) => Some(u),
+            Err(e) => {
+                warn!(
+                    "author look-up for post {} failed: {e}; hooks with from_users or exclude_bots decide by the user id alone",
+                    post.id
+                );
+                None
+            }
+        };
+        matches.retain(|m| {
+            admits_author(&live.hooks[m.hook].beyond, &post.user_id, author.as_deref())
+        });
     }
 
     /// One due request per callback URL of each matched hook. Bounded by the config: hooks ×
@@ -454,6 +485,21 @@ impl Shared {
     }
 }
 
+/// Whether a post by `user_id` may fire a hook with `beyond`'s author filters, given the
+/// author's record (`None` when the look-up failed: then only what the id alone proves
+/// passes; a bot cannot be ruled out).
+fn admits_author(beyond: &Beyond, user_id: &str, author: Option<&User>) -> bool {
+    if beyond.exclude_bots && author.is_none_or(|a| a.is_bot) {
+        return false;
+    }
+    match &beyond.from_users {
+        None => true,
+        Some(users) => users
+            .iter()
+            .any(|u| u == user_id || author.is_some_and(|a| a.username == *u)),
+    }
+}
+
 /// What the look-ups found, for the payload.
 #[derive(Clone, Copy)]
 struct Names<'a> {
@@ -461,4 +507,69 @@ struct Names<'a> {
     /// `None` in a direct or group message.
     team: Option<&'a Team>,
     user: &'a User,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str, is_bot: bool) -> User {
+        User {
+            id: "u1".into(),
+            username: name.into(),
+            is_bot,
+        }
+    }
+
+    #[test]
+    fn author_filters_match_ids_and_names_and_skip_bots() {
+        let anyone = Beyond::default();
+        let listed = Beyond {
+            from_users: Some(vec!["u1".into(), "bob".into()]),
+            ..Beyond::default()
+        };
+        let no_bots = Beyond {
+            exclude_bots: true,
+            ..Beyond::default()
+        };
+        let (alice, bob, bot) = (user("alice", false), user("bob", false), user("ci", true));
+        let rows: &[(&Beyond, &str, Option<&User>, bool, &str)] = &[
+            (&anyone, "u9", None, true, "no filter, no look-up"),
+            (&listed, "u1", Some(&alice), true, "listed by id"),
+            (&listed, "u2", Some(&bob), true, "listed by username"),
+            (
+                &listed,
+                "u2",
+                Some(&alice),
+                false,
+                "neither id nor name listed",
+            ),
+            (
+                &listed,
+                "u1",
+                None,
+                true,
+                "look-up failed: the id alone proves it",
+            ),
+            (
+                &listed,
+                "u2",
+                None,
+                false,
+                "look-up failed: a name cannot be checked",
+            ),
+            (&no_bots, "u1", Some(&alice), true, "a person"),
+            (&no_bots, "u1", Some(&bot), false, "a bot"),
+            (
+                &no_bots,
+                "u1",
+                None,
+                false,
+                "look-up failed: a bot is not ruled out",
+            ),
+        ];
+        for (beyond, id, author, want, what) in rows {
+            assert_eq!(admits_author(beyond, id, *author), *want, "{what}");
+        }
+    }
 }

@@ -209,6 +209,9 @@ pub struct User {
     pub id: String,
     #[serde(default)]
     pub username: String,
+    /// A bot account (`omitempty`: absent for a person).
+    #[serde(default)]
+    pub is_bot: bool,
 }
 
 /// Mattermost ids are 26 lower-case letters and digits; anything that could change the
