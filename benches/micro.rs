@@ -106,6 +106,43 @@ fn main() {
             println!("| matching/full match/{n} hooks | {ns:.0} |");
         }
     }
+    if want("patterns") {
+        // 1 000 team-wide pattern hooks (issue 11: one match ≤ 5 µs median on a 200-character
+        // message), all compiled into one set.
+        let hooks: Vec<HookConfig> = (0..1000)
+            .map(|i| {
+                let mut h = hook(4 + i * 10);
+                h.trigger_words.clear();
+                h.channel_id = None;
+                let pattern = format!(r"(?i)\bdeploy-{i} to (staging|prod)\b");
+                h.beyond.trigger_pattern = Some(posthook::config::Pattern(
+                    regex::Regex::new(&pattern).unwrap(),
+                ));
+                h
+            })
+            .collect();
+        let index = HookIndex::new(&hooks);
+        let filler = "the nightly build is green again, thanks everyone for the quick fixes; ";
+        // 200 characters each, the match in the middle.
+        let hit = format!("{filler}please Deploy-977 to prod after lunch; {filler}{filler}");
+        let miss =
+            format!("{filler}nothing to deploy today, the release train waits; {filler}{filler}");
+        let (hit, miss) = (&hit[..200], &miss[..200]);
+        let chan = "4xp9fdt8zjbqfy5pnkb8bq7xyo";
+        // Self-check before timing: the hit matches exactly hook 977, the miss none.
+        let m = index.matches(chan, "team", hit);
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert_eq!((m[0].hook, m[0].trigger_word), (977, "Deploy-977 to prod"));
+        assert!(index.matches(chan, "team", miss).is_empty());
+        let ns = measure(budget, || {
+            black_box(index.could_match(black_box(chan), black_box(miss)));
+        });
+        println!("| patterns/pre-check miss/1000 hooks, 200 chars | {ns:.0} |");
+        let ns = measure(budget, || {
+            black_box(index.matches(black_box(chan), "team", black_box(hit)));
+        });
+        println!("| patterns/full match/1000 hooks, 200 chars | {ns:.0} |");
+    }
     if want("encoding") {
         let text = "#build main please — with \"quotes\", <tags> & ünïcödé\nsecond line";
         let p = Payload {

@@ -4,7 +4,9 @@
 //! The hooks are compiled once into an index so that the cost per post does not grow with the
 //! number of hooks: channel-bound hooks are found by channel id, team-wide hooks by hashing the
 //! post's first word (exact mode) or each of its prefixes whose length some starts-with trigger
-//! word has. Nothing here does I/O; the channel's type and team come from the caller.
+//! word has. Team-wide `trigger_pattern` hooks are compiled into one `RegexSet`, so a post is
+//! scanned once for all of them. Nothing here does I/O; the channel's type and team come from
+//! the caller.
 
 use std::collections::HashMap;
 
@@ -32,7 +34,8 @@ pub fn first_word(message: &str) -> &str {
 pub struct Match<'a> {
     /// Index of the hook in the configuration.
     pub hook: usize,
-    /// The trigger word reported in the payload (`""` for channel-only hooks).
+    /// The trigger word reported in the payload (`""` for channel-only hooks; for a pattern
+    /// hook, the text of the pattern's first match in the message).
     pub trigger_word: &'a str,
 }
 
@@ -60,6 +63,63 @@ pub struct HookIndex {
     /// Which first two bytes (one byte for one-byte words) starts-with trigger words begin
     /// with: most first words are rejected here without hashing any prefix.
     prefix_starts: StartSet,
+    /// Team-wide pattern hooks: one scan of the message finds all that match.
+    team_patterns: Patterns,
+}
+
+/// Team-wide `trigger_pattern` hooks, compiled together.
+#[derive(Debug, Clone, Default)]
+struct Patterns {
+    /// The hooks, in configuration order, and their patterns (for the text of the match).
+    hooks: Vec<(u32, regex::Regex)>,
+    /// All of them in one set; `None` when there are none, or when the set would be over
+    /// regex's size limit (then each is tried in turn: slower, never wrong).
+    set: Option<regex::RegexSet>,
+}
+
+impl Patterns {
+    fn build(hooks: Vec<(u32, regex::Regex)>) -> Patterns {
+        let set = if hooks.is_empty() {
+            None
+        } else {
+            regex::RegexSet::new(hooks.iter().map(|(_, r)| r.as_str())).ok()
+        };
+        Patterns { hooks, set }
+    }
+
+    fn is_match(&self, message: &str) -> bool {
+        match &self.set {
+            Some(set) => set.is_match(message),
+            None => self.hooks.iter().any(|(_, r)| r.is_match(message)),
+        }
+    }
+
+    /// Each matching hook with the text of its pattern's first match.
+    fn matches<'m>(&self, message: &'m str, out: &mut Vec<(u32, Found<'m>)>) {
+        let mut found = |(id, r): &(u32, regex::Regex)| {
+            if let Some(m) = r.find(message) {
+                out.push((*id, Found::Text(m.as_str())));
+            }
+        };
+        match &self.set {
+            Some(set) => set
+                .matches(message)
+                .iter()
+                .for_each(|i| found(&self.hooks[i])),
+            None => self.hooks.iter().for_each(found),
+        }
+    }
+}
+
+/// How a found hook was triggered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Found<'m> {
+    /// Channel-only: no trigger word.
+    Channel,
+    /// The trigger word at this position of the hook's list.
+    Word(u32),
+    /// A pattern's match in the message.
+    Text(&'m str),
 }
 
 /// A set of one- and two-byte beginnings, as bitmaps (8 KiB).
@@ -109,6 +169,8 @@ impl StartSet {
 #[derive(Debug, Clone)]
 struct IndexedHook {
     team_id: Option<Box<str>>,
+    /// `trigger_pattern`, for a channel-bound pattern hook (team-wide ones are in the set).
+    pattern: Option<regex::Regex>,
     channel_bound: bool,
     trigger_words: Vec<Box<str>>,
     trigger_when: TriggerWhen,
@@ -118,10 +180,13 @@ impl HookIndex {
     /// Compiles `hooks` (in configuration order, which plays the role of Mattermost's store order).
     pub fn new(hooks: &[HookConfig]) -> HookIndex {
         let mut index = HookIndex::default();
+        let mut team_patterns = Vec::new();
         for (i, h) in hooks.iter().enumerate() {
             let id = i as u32;
+            let pattern = h.beyond.trigger_pattern.as_ref().map(|p| p.0.clone());
             index.hooks.push(IndexedHook {
                 team_id: h.team_id.as_deref().map(Box::from),
+                pattern: pattern.clone().filter(|_| h.channel_id.is_some()),
                 channel_bound: h.channel_id.is_some(),
                 trigger_words: h
                     .trigger_words
@@ -140,6 +205,10 @@ impl HookIndex {
                     .entry(Box::from(channel.as_str()))
                     .or_default()
                     .push(id);
+                continue;
+            }
+            if let Some(p) = pattern {
+                team_patterns.push((id, p));
                 continue;
             }
             let map = match h.trigger_when {
@@ -164,6 +233,7 @@ impl HookIndex {
         lens.sort_unstable();
         lens.dedup();
         index.prefix_lens = lens;
+        index.team_patterns = Patterns::build(team_patterns);
         index
     }
 
@@ -184,13 +254,12 @@ impl HookIndex {
             return true;
         }
         let word = first_word(message);
-        if word.is_empty() {
-            return false;
-        }
-        if self.exact.contains_key(word) {
+        if !word.is_empty()
+            && (self.exact.contains_key(word) || self.prefixes(word).next().is_some())
+        {
             return true;
         }
-        self.prefixes(word).next().is_some()
+        self.team_patterns.is_match(message)
     }
 
     /// Every prefix of `word` that is a starts-with trigger word, with its entries.
@@ -206,39 +275,47 @@ impl HookIndex {
             .filter_map(move |&n| self.prefix.get(&word[..n]).map(Vec::as_slice))
     }
 
-    /// The hooks that a post in a public channel `channel_id` of team `team_id` with
-    /// `message` triggers, in configuration order (spec §1.4, trigger word per hook).
-    ///
-    /// The caller has already checked that the channel is public (`O`).
-    pub fn matches<'s>(&'s self, channel_id: &str, team_id: &str, message: &str) -> Vec<Match<'s>> {
+    /// The hooks that a post in channel `channel_id` of team `team_id` with `message`
+    /// triggers, in configuration order (spec §1.4, trigger word per hook). The channel's type
+    /// and the other opt-in filters are the caller's.
+    pub fn matches<'s>(
+        &'s self,
+        channel_id: &str,
+        team_id: &str,
+        message: &'s str,
+    ) -> Vec<Match<'s>> {
         let word = first_word(message);
-        // (hook, position of the winning trigger word, or None for channel-only)
-        let mut found: Vec<(u32, Option<u32>)> = Vec::new();
+        let mut found: Vec<(u32, Found<'s>)> = Vec::new();
 
         if let Some(ids) = self.by_channel.get(channel_id) {
             for &id in ids {
                 let h = &self.hooks[id as usize];
-                if h.trigger_words.is_empty() {
-                    found.push((id, None));
+                if let Some(p) = &h.pattern {
+                    if let Some(m) = p.find(message) {
+                        found.push((id, Found::Text(m.as_str())));
+                    }
+                } else if h.trigger_words.is_empty() {
+                    found.push((id, Found::Channel));
                 } else if !word.is_empty() {
                     let pos = h.trigger_words.iter().position(|t| match h.trigger_when {
                         TriggerWhen::Exact => t.as_ref() == word,
                         TriggerWhen::StartsWith => word.starts_with(t.as_ref()),
                     });
                     if let Some(pos) = pos {
-                        found.push((id, Some(pos as u32)));
+                        found.push((id, Found::Word(pos as u32)));
                     }
                 }
             }
         }
         if !word.is_empty() {
             if let Some(entries) = self.exact.get(word) {
-                found.extend(entries.iter().map(|e| (e.hook, Some(e.pos))));
+                found.extend(entries.iter().map(|e| (e.hook, Found::Word(e.pos))));
             }
             for entries in self.prefixes(word) {
-                found.extend(entries.iter().map(|e| (e.hook, Some(e.pos))));
+                found.extend(entries.iter().map(|e| (e.hook, Found::Word(e.pos))));
             }
         }
+        self.team_patterns.matches(message, &mut found);
         // Several prefixes of one hook may match: the first in the hook's list wins.
         found.sort_unstable();
         found.dedup_by_key(|(id, _)| *id);
@@ -249,11 +326,15 @@ impl HookIndex {
                 let h = &self.hooks[id as usize];
                 h.team_id.as_deref().is_none_or(|t| t == team_id)
             })
-            .map(|(id, pos)| {
+            .map(|(id, how)| {
                 let h = &self.hooks[id as usize];
                 Match {
                     hook: id as usize,
-                    trigger_word: pos.map_or("", |p| &h.trigger_words[p as usize]),
+                    trigger_word: match how {
+                        Found::Channel => "",
+                        Found::Word(p) => &h.trigger_words[p as usize],
+                        Found::Text(t) => t,
+                    },
                 }
             })
             .collect()
@@ -623,6 +704,56 @@ mod tests {
         assert!(
             all_off.is_empty(),
             "nothing to watch when every hook is disabled"
+        );
+    }
+
+    fn pattern_hook(channel: Option<&str>, pattern: &str) -> HookConfig {
+        let mut h = hook(channel, None, &[], TriggerWhen::Exact);
+        h.beyond.trigger_pattern =
+            Some(crate::config::Pattern(regex::Regex::new(pattern).unwrap()));
+        h
+    }
+
+    #[test]
+    fn pattern_hooks_match_anywhere_and_report_the_first_match() {
+        let words = hook(None, None, &["#build"], TriggerWhen::Exact);
+        let team_wide = pattern_hook(None, r"deploy to (\w+)");
+        let bound = pattern_hook(Some("c1"), r"#\d+");
+        let mut off = pattern_hook(None, "deploy");
+        off.beyond.enabled = false;
+        let idx = HookIndex::new(&[words, team_wide, bound, off]);
+        let m = idx.matches("c9", "team", "please deploy to prod and deploy to test");
+        assert_eq!(
+            m,
+            vec![Match {
+                hook: 1,
+                trigger_word: "deploy to prod"
+            }],
+            "the first match's text; the disabled pattern hook never matches"
+        );
+        assert!(
+            idx.could_match("c9", "please deploy to prod"),
+            "found anywhere"
+        );
+        assert!(
+            !idx.could_match("c9", "nothing here"),
+            "no pattern, no word: no copy"
+        );
+        let m = idx.matches("c1", "team", "#build fixes #12 and #13");
+        let got: Vec<(usize, &str)> = m.iter().map(|m| (m.hook, m.trigger_word)).collect();
+        assert_eq!(got, [(0, "#build"), (2, "#12")], "configuration order");
+        assert!(
+            idx.matches("c9", "team", "fixes #12").is_empty(),
+            "bound to c1"
+        );
+        let empty = HookIndex::new(&[pattern_hook(None, "x*")]);
+        assert_eq!(
+            empty.matches("c", "t", "   "),
+            vec![Match {
+                hook: 0,
+                trigger_word: ""
+            }],
+            "a pattern matching the empty string fires with an empty trigger word"
         );
     }
 }

@@ -328,3 +328,25 @@ async fn user_filters_choose_authors_by_id_or_name_and_can_skip_bots() {
     assert_eq!(form["user_name"], BOT_NAME);
     rx.assert_quiet(Duration::from_millis(200)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pattern_hook_fires_on_a_match_anywhere_and_reports_it() {
+    let Fixture { mm: _mm, rx, ph } = Fixture::builder()
+        .hook(|rx| {
+            hook_yaml(&[
+                ("trigger_pattern", r#""(?i)deploy(ed)? to \\w+""#),
+                ("callback_urls", &format!("[\"{}\"]", rx.url("/p"))),
+                ("token", "\"tok\""),
+            ])
+        })
+        .start()
+        .await;
+    assert_eq!(create_post(ph.addr, PUBLIC, "nothing to see").await.0, 201);
+    let (status, post) = create_post(ph.addr, PUBLIC, "we DEPLOYED to staging, then prod").await;
+    assert_eq!(status, 201);
+    let fired = rx.wait_for(1, T).await;
+    let form: std::collections::HashMap<String, String> = fired[0].form().into_iter().collect();
+    assert_eq!(form["trigger_word"], "DEPLOYED to staging");
+    assert_eq!(form["post_id"], post["id"].as_str().unwrap());
+    rx.assert_quiet(Duration::from_millis(200)).await;
+}

@@ -140,6 +140,7 @@ const KEYS: &[(&str, &str, Kind)] = &[
     ("hooks", "channel_types", Kind::ChannelTypes),
     ("hooks", "from_users", Kind::Texts),
     ("hooks", "exclude_bots", Kind::Flag),
+    ("hooks", "trigger_pattern", Kind::Text),
     ("hooks", "payload_extras", Kind::Flag),
 ];
 

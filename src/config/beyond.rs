@@ -6,7 +6,7 @@ use serde_saphyr::Spanned;
 use super::error::ConfigError;
 use super::file;
 use super::validate::Validator;
-use super::{Beyond, ChannelTypes, HookConfig, Thread};
+use super::{Beyond, ChannelTypes, HookConfig, Pattern, Thread, MAX_PATTERN_BYTES};
 
 /// Longest `id`.
 const MAX_ID_LEN: usize = 64;
@@ -89,6 +89,10 @@ impl Validator<'_> {
                 Some(users)
             }
         };
+        let trigger_pattern = match &h.trigger_pattern {
+            None => None,
+            Some(s) => Some(self.pattern(p, h, s)?),
+        };
         Ok(Beyond {
             id,
             enabled: h.enabled.unwrap_or(true),
@@ -97,7 +101,54 @@ impl Validator<'_> {
             exclude_bots: h.exclude_bots.unwrap_or(false),
             thread,
             payload_extras: h.payload_extras.unwrap_or(false),
+            trigger_pattern,
         })
+    }
+
+    /// `trigger_pattern`, compiled; it excludes `trigger_words` and `trigger_when` (the
+    /// conflict is reported at whichever comes later in the file).
+    fn pattern(&self, p: &str, h: &file::Hook, s: &file::Str) -> Result<Pattern, ConfigError> {
+        let field = format!("{p}.trigger_pattern");
+        let at = s.referenced;
+        let others = [
+            h.trigger_words
+                .as_ref()
+                .map(|w| ("trigger_words", w.referenced)),
+            h.trigger_when
+                .as_ref()
+                .map(|w| ("trigger_when", w.referenced)),
+        ];
+        if let Some((name, loc)) = others.into_iter().flatten().next() {
+            let later = (loc.line(), loc.column()) > (at.line(), at.column());
+            let why = |other: &str| {
+                format!("cannot be used with {other}: a hook fires either on trigger words or on a pattern")
+            };
+            return Err(if later {
+                self.err(loc, &format!("{p}.{name}"), why("trigger_pattern"))
+            } else {
+                self.err(at, &field, why(name))
+            });
+        }
+        let source = self.subst(s, &field)?;
+        regex::RegexBuilder::new(&source)
+            .size_limit(MAX_PATTERN_BYTES)
+            .build()
+            .map(Pattern)
+            .map_err(|e| {
+                let why = match &e {
+                    regex::Error::CompiledTooBig(limit) => {
+                        format!("pattern too large (over {limit} bytes compiled)")
+                    }
+                    // The syntax error's last line says what is wrong; the lines before it
+                    // repeat the pattern with a caret.
+                    other => {
+                        let text = other.to_string();
+                        let last = text.lines().last().unwrap_or_default().trim();
+                        format!("invalid pattern: {}", last.trim_start_matches("error: "))
+                    }
+                };
+                self.err(at, &field, why)
+            })
     }
 
     /// Every hook's name in logs is its own: an `id` given twice, or one that is another hook's

@@ -66,7 +66,7 @@ pub struct Hook {
     pub description: Option<Str>,
     pub team_id: Option<Str>,
     pub channel_id: Option<Str>,
-    pub trigger_words: Option<Vec<Str>>,
+    pub trigger_words: Option<Spanned<Vec<Str>>>,
     pub trigger_when: Option<Spanned<TriggerWhenValue>>,
     pub callback_urls: Option<Vec<Str>>,
     pub content_type: Option<Str>,
@@ -81,6 +81,7 @@ pub struct Hook {
     pub exclude_bots: Option<bool>,
     pub thread: Option<Str>,
     pub payload_extras: Option<bool>,
+    pub trigger_pattern: Option<Str>,
 }
 
 /// `exact`, `starts_with`, or Mattermost's numeric `0` / `1`.
@@ -106,6 +107,7 @@ pub fn expected(key: &str) -> Option<&'static str> {
         | "exclude_bots"
         | "payload_extras" => "true or false",
         "thread" => "any, root or reply",
+        "trigger_pattern" => "a string",
         "outgoing_integration_requests_timeout"
         | "grace_period_seconds"
         | "graceful_shutdown_timeout_seconds"

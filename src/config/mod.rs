@@ -74,7 +74,26 @@ pub struct Beyond {
     pub thread: Thread,
     /// `payload_extras`: four fields after Mattermost's twelve.
     pub payload_extras: bool,
+    /// `trigger_pattern`: fires when it matches anywhere in the message (instead of trigger
+    /// words).
+    pub trigger_pattern: Option<Pattern>,
 }
+
+/// A compiled `trigger_pattern` (Rust `regex` syntax), compared by its source.
+#[derive(Debug, Clone)]
+pub struct Pattern(pub regex::Regex);
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Pattern) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl Eq for Pattern {}
+
+/// Most bytes one compiled `trigger_pattern` may take (regex's `size_limit`): a larger one is
+/// a config error.
+pub const MAX_PATTERN_BYTES: usize = 1 << 20;
 
 impl Default for Beyond {
     fn default() -> Beyond {
@@ -86,6 +105,7 @@ impl Default for Beyond {
             exclude_bots: false,
             thread: Thread::Any,
             payload_extras: false,
+            trigger_pattern: None,
         }
     }
 }

@@ -481,3 +481,52 @@ fn user_filters_parse_and_empty_lists_are_errors() {
         "posthook.yaml:5:25: hooks[0].from_users[1]: must not be empty"
     );
 }
+
+#[test]
+fn trigger_pattern_compiles_and_excludes_trigger_words() {
+    let c = load(&format!(
+        "{MINIMAL}hooks:\n  - trigger_pattern: \"(?i)build #[0-9]+\"\n    callback_urls: [\"http://x\"]\n    token: t\n  - trigger_pattern: \"x*\"\n    callback_urls: [\"http://x\"]\n    token: t\n"
+    ))
+    .unwrap();
+    let p = c.hooks[0].beyond.trigger_pattern.as_ref().unwrap();
+    assert!(p.0.is_match("please BUILD #42 now"));
+    assert!(
+        c.hooks[0].trigger_words.is_empty(),
+        "no trigger words needed"
+    );
+    assert!(
+        c.hooks[1].beyond.trigger_pattern.is_some(),
+        "a pattern that matches the empty string is allowed"
+    );
+    let rows: &[(&str, &str)] = &[
+        (
+            "  - trigger_pattern: \"x\"\n    trigger_words: [a]\n",
+            "posthook.yaml:6:20: hooks[0].trigger_words: cannot be used with trigger_pattern: a hook fires either on trigger words or on a pattern",
+        ),
+        (
+            "  - trigger_words: [a]\n    trigger_pattern: \"x\"\n",
+            "posthook.yaml:6:22: hooks[0].trigger_pattern: cannot be used with trigger_words: a hook fires either on trigger words or on a pattern",
+        ),
+        (
+            "  - trigger_pattern: \"x\"\n    trigger_when: starts_with\n",
+            "posthook.yaml:6:19: hooks[0].trigger_when: cannot be used with trigger_pattern: a hook fires either on trigger words or on a pattern",
+        ),
+        (
+            "  - trigger_pattern: \"(?=build)\"\n",
+            "posthook.yaml:5:22: hooks[0].trigger_pattern: invalid pattern: look-around, including look-ahead and look-behind, is not supported",
+        ),
+        (
+            "  - trigger_pattern: \"(unclosed\"\n",
+            "posthook.yaml:5:22: hooks[0].trigger_pattern: invalid pattern: unclosed group",
+        ),
+        (
+            "  - trigger_pattern: \"\\\\w{1000}{1000}\"\n",
+            "posthook.yaml:5:22: hooks[0].trigger_pattern: pattern too large (over 1048576 bytes compiled)",
+        ),
+    ];
+    for (hook, want) in rows {
+        let text =
+            format!("{MINIMAL}hooks:\n{hook}    callback_urls: [\"http://x\"]\n    token: t\n");
+        assert_eq!(err(&text), *want, "{hook}");
+    }
+}

@@ -447,7 +447,7 @@ impl Validator<'_> {
         let channel_id = id_field(&h.channel_id, "channel_id")?;
 
         let mut trigger_words = Vec::new();
-        for (j, w) in h.trigger_words.iter().flatten().enumerate() {
+        for (j, w) in h.trigger_words.iter().flat_map(|l| &l.value).enumerate() {
             let field = format!("{p}.trigger_words[{j}]");
             let word = self.subst(w, &field)?;
             if word.is_empty() {
@@ -469,7 +469,7 @@ impl Validator<'_> {
                 "longer than 1024 characters in all",
             ));
         }
-        if channel_id.is_none() && trigger_words.is_empty() {
+        if channel_id.is_none() && trigger_words.is_empty() && h.trigger_pattern.is_none() {
             return Err(self.err(
                 at,
                 &format!("{p}.trigger_words"),

@@ -214,6 +214,8 @@ impl Shared {
     async fn handle_post(self: Arc<Self>, post: CreatedPost) {
         // One snapshot of the hooks for the whole job, however a reload happens meanwhile.
         let live = self.live.load_full();
+        // Shared from here: matches borrow the message, due requests hold the post.
+        let post = Arc::new(post);
         if !self.admit(&live, &post).await {
             return;
         }
@@ -234,7 +236,6 @@ impl Shared {
             return;
         }
         Stats::add(&self.stats.hook_matches, matches.len() as u64);
-        let post = Arc::new(post);
         // From here on every callback request is due and accounted for by its DueRequest.
         let mut due = self.fan_out(&live, &post, &matches);
         let Some((user, team)) = self.resolve_names(&post, &channel, &mut due).await else {
