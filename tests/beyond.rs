@@ -25,6 +25,17 @@ fn hook(trigger: &str, url: &str, extra: &[(&str, &str)]) -> String {
     hook_yaml(&borrowed)
 }
 
+/// The paths of the requests `rx` received after the first `from`, once there are `to` in
+/// all, sorted (concurrent deliveries arrive in any order).
+async fn sorted_paths(rx: &WebhookReceiver, from: usize, to: usize) -> Vec<String> {
+    let mut paths: Vec<String> = rx.wait_for(to, T).await[from..]
+        .iter()
+        .map(|r| r.path().to_string())
+        .collect();
+    paths.sort();
+    paths
+}
+
 /// Creates a reply to `root` in the public channel; returns the created post.
 async fn reply(ph: &Posthook, root: &str, message: &str) -> serde_json::Value {
     let body = serde_json::json!({"channel_id": PUBLIC, "root_id": root, "message": message});
@@ -67,20 +78,10 @@ async fn thread_root_and_reply_choose_the_posts_of_a_thread() {
         .await;
     let (status, root) = create_post(ph.addr, PUBLIC, "#t root").await;
     assert_eq!(status, 201);
-    let mut paths: Vec<String> = rx
-        .wait_for(3, T)
-        .await
-        .iter()
-        .map(|r| r.path().to_string())
-        .collect();
-    paths.sort();
+    let paths = sorted_paths(&rx, 0, 3).await;
     assert_eq!(paths, ["/any", "/default", "/root"], "a root post");
     reply(&ph, root["id"].as_str().unwrap(), "#t in the thread").await;
-    let mut paths: Vec<String> = rx.wait_for(6, T).await[3..]
-        .iter()
-        .map(|r| r.path().to_string())
-        .collect();
-    paths.sort();
+    let paths = sorted_paths(&rx, 3, 6).await;
     assert_eq!(paths, ["/any", "/default", "/reply"], "a reply");
     rx.assert_quiet(Duration::from_millis(200)).await;
 }
@@ -305,13 +306,7 @@ async fn user_filters_choose_authors_by_id_or_name_and_can_skip_bots() {
         create_post(ph.addr, PUBLIC, "#t from a person").await.0,
         201
     );
-    let mut paths: Vec<String> = rx
-        .wait_for(3, T)
-        .await
-        .iter()
-        .map(|r| r.path().to_string())
-        .collect();
-    paths.sort();
+    let paths = sorted_paths(&rx, 0, 3).await;
     assert_eq!(
         paths,
         ["/by-id", "/default", "/no-bots"],

@@ -211,6 +211,14 @@ fn bare(status: u16) -> ResponseHeader {
     ResponseHeader::build(status, None).unwrap()
 }
 
+/// The counters after one created post that nothing was done with.
+fn created_only() -> Snapshot {
+    Snapshot {
+        posts_observed: 1,
+        ..Snapshot::default()
+    }
+}
+
 /// A session that has read the request `head` (which must be complete) from a mock client.
 async fn session(head: &str) -> Session {
     let mock = tokio_test::io::Builder::new().read(head.as_bytes()).build();
@@ -371,13 +379,9 @@ async fn nothing_is_inspected_without_hooks() {
         let fx = Fixture::with(hooks, false);
         let body = [Bytes::from(post_body(CHANNEL, "deploy now"))];
         assert!(!fx.decides(&body, false, what).await, "{what}");
-        let created = Snapshot {
-            posts_observed: 1,
-            ..Snapshot::default()
-        };
         assert_eq!(
             fx.stats(),
-            created,
+            created_only(),
             "{what}: no counter moves but the created post's"
         );
     }
@@ -711,13 +715,9 @@ async fn a_201_is_not_copied_when_no_hook_could_match() {
         let body = created_post(CHANNEL, "hello");
         fx.response_body(&mut session, &mut ctx, &split(&body, &[7]), what);
         fx.proxy.logging(&mut session, None, &mut ctx).await;
-        let created = Snapshot {
-            posts_observed: 1,
-            ..Snapshot::default()
-        };
         assert_eq!(
             fx.stats(),
-            created,
+            created_only(),
             "{what}: counted as created, nothing else"
         );
     }
