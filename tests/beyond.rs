@@ -137,17 +137,14 @@ async fn payload_extras_reach_the_wire_in_both_encodings() {
 async fn a_reload_adds_and_removes_the_beyond_keys() {
     let mm = standin().await;
     let rx = WebhookReceiver::start(Responder::Status(200, String::new())).await;
-    let config = |extra: &[(&str, &str)]| {
-        format!(
-            "{ALLOW_LOOPBACK}hooks:\n{}",
-            hook("#build", &rx.url("/h"), extra)
-        )
-    };
-    let (text, listen) = config_text(&mm.base_url(), &config(&[]));
+    let url = rx.url("/h");
+    let build = |extra: &[(&str, &str)]| hook("#build", &url, extra);
+    let config = |entry: &str| format!("{ALLOW_LOOPBACK}hooks:\n{entry}");
+    let (text, listen) = config_text(&mm.base_url(), &config(&build(&[])));
     let ph = start(&text, listen).await;
     let handle = ph.running.as_ref().unwrap().handle.clone();
-    let reload = |extra: &[(&str, &str)]| {
-        let (text, _) = config_text(&mm.base_url(), &config(extra));
+    let reload_entry = |entry: &str| {
+        let (text, _) = config_text(&mm.base_url(), &config(entry));
         // Same listen address: only the hooks change.
         let text = text.replace(
             &text[..text.find('\n').unwrap()],
@@ -156,6 +153,7 @@ async fn a_reload_adds_and_removes_the_beyond_keys() {
         let c = Config::from_yaml("reload.yaml", &text, &|_| None).unwrap();
         assert!(handle.reload(&c).unwrap().is_empty(), "only hooks changed");
     };
+    let reload = |extra: &[(&str, &str)]| reload_entry(&build(extra));
     let mut seen = 0;
 
     assert_eq!(create_post(ph.addr, PUBLIC, "#build 1").await.0, 201);
@@ -179,6 +177,51 @@ async fn a_reload_adds_and_removes_the_beyond_keys() {
     seen += 1;
     let r = &rx.wait_for(seen, T).await[seen - 1];
     assert_eq!(r.form().len(), 12, "back to Mattermost's payload");
+
+    reload(&[("channel_types", "[P]")]);
+    assert_eq!(create_post(ph.addr, PUBLIC, "#build 6").await.0, 201);
+    rx.assert_quiet(Duration::from_millis(300)).await;
+    assert_eq!(create_post(ph.addr, PRIVATE, "#build 7").await.0, 201);
+    seen += 1;
+    let r = &rx.wait_for(seen, T).await[seen - 1];
+    let form: std::collections::HashMap<String, String> = r.form().into_iter().collect();
+    assert_eq!(
+        form["channel_id"], PRIVATE,
+        "private channels after the reload"
+    );
+
+    reload(&[("from_users", "[nobody]")]);
+    assert_eq!(create_post(ph.addr, PUBLIC, "#build 8").await.0, 201);
+    rx.assert_quiet(Duration::from_millis(300)).await;
+    reload(&[("exclude_bots", "true")]);
+    assert_eq!(create_post(ph.addr, PUBLIC, "#build 9").await.0, 201);
+    seen += 1;
+    rx.wait_for(seen, T).await;
+
+    reload_entry(&hook_yaml(&[
+        ("trigger_pattern", "\"bu[a-z]+d\""),
+        ("callback_urls", &format!("[\"{url}\"]")),
+        ("token", "\"tok\""),
+    ]));
+    assert_eq!(create_post(ph.addr, PUBLIC, "we rebuild now").await.0, 201);
+    seen += 1;
+    let r = &rx.wait_for(seen, T).await[seen - 1];
+    let form: std::collections::HashMap<String, String> = r.form().into_iter().collect();
+    assert_eq!(form["trigger_word"], "build", "a pattern after the reload");
+
+    reload(&[]);
+    assert_eq!(
+        create_post(ph.addr, PUBLIC, "we rebuild again").await.0,
+        201
+    );
+    rx.assert_quiet(Duration::from_millis(300)).await;
+    assert_eq!(create_post(ph.addr, PUBLIC, "#build 10").await.0, 201);
+    seen += 1;
+    assert_eq!(
+        rx.wait_for(seen, T).await.len(),
+        seen,
+        "trigger words again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
