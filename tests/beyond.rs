@@ -388,3 +388,22 @@ async fn a_pattern_hook_fires_on_a_match_anywhere_and_reports_it() {
     assert_eq!(form["post_id"], post["id"].as_str().unwrap());
     rx.assert_quiet(Duration::from_millis(200)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_the_bot_may_not_read_is_skipped_counted_and_fires_nothing() {
+    let Fixture { mm, rx, ph } = Fixture::builder()
+        .hook(|rx| hook("#t", &rx.url("/P"), &[("channel_types", "[O, P]")]))
+        .start()
+        .await;
+    // The bot is not a member: Mattermost answers the look-up 403.
+    mm.refuse_channel_lookups(PRIVATE);
+    assert_eq!(create_post(ph.addr, PRIVATE, "#t secret").await.0, 201);
+    let s = ph
+        .wait_stats("the refused look-up counted", |s| s.lookup_failures >= 1)
+        .await;
+    assert_eq!((s.hook_matches, s.deliveries_due), (0, 0), "{s:#?}");
+    rx.assert_quiet(Duration::from_millis(200)).await;
+    // Other channels are not affected.
+    assert_eq!(create_post(ph.addr, PUBLIC, "#t open").await.0, 201);
+    assert_eq!(rx.wait_for(1, T).await[0].path(), "/P");
+}

@@ -268,6 +268,9 @@ struct MmState {
     post_failure: Option<(u16, &'static str)>,
     post_delay: Duration,
     hardened: bool,
+    /// Channels whose look-up is refused with 403, as Mattermost refuses a private, direct or
+    /// group channel to a session that is not a member (and not a System Admin).
+    unreadable: Vec<String>,
     config: BTreeMap<String, String>,
 }
 
@@ -761,6 +764,7 @@ impl MattermostStandIn {
             post_failure: None,
             post_delay: Duration::ZERO,
             hardened: false,
+            unreadable: Vec::new(),
             config: default_client_config(),
         }));
         let st = state.clone();
@@ -807,6 +811,12 @@ impl MattermostStandIn {
             total_msg_count: 0,
             total_msg_count_root: 0,
         });
+    }
+
+    /// Refuses look-ups of channel `id` with 403 from now on, as Mattermost does for a private,
+    /// direct or group channel the bot is not a member of.
+    pub fn refuse_channel_lookups(&self, id: &str) {
+        lock(&self.state).unreadable.push(id.to_string());
     }
 
     pub fn add_user(&self, id: &str, username: &str, is_bot: bool) {
@@ -1105,6 +1115,16 @@ async fn handle_mm(
                 }
                 Err(err) => mm_response(MmReply::Error(err), &request_id, &[]),
             }
+        }
+        (&Method::GET, ["api", "v4", "channels", id])
+            if lock(&state).unreadable.iter().any(|c| c == id) =>
+        {
+            let err = AppErr::new(
+                403,
+                "api.context.permissions.app_error",
+                "You do not have the appropriate permissions.",
+            );
+            mm_response(MmReply::Error(err), &request_id, &[])
         }
         (&Method::GET, ["api", "v4", "channels", id]) => {
             let st = lock(&state);
