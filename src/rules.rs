@@ -14,7 +14,7 @@ use std::collections::HashMap;
 /// first words chosen by users cannot be crafted to collide.
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
 
-use crate::config::{HookConfig, TriggerWhen};
+use crate::config::{Event, HookConfig, TriggerWhen};
 
 /// The first word of a message as Go's `strings.Fields(message)[0]` gives it, or `""`.
 ///
@@ -176,9 +176,39 @@ struct IndexedHook {
     trigger_when: TriggerWhen,
 }
 
+impl IndexedHook {
+    /// How this channel-bound hook matches a post in its channel with `message` (first word
+    /// `word`), if it does.
+    fn bound_match<'m>(&self, word: &str, message: &'m str) -> Option<Found<'m>> {
+        if let Some(p) = &self.pattern {
+            return p.find(message).map(|m| Found::Text(m.as_str()));
+        }
+        if self.trigger_words.is_empty() {
+            return Some(Found::Channel);
+        }
+        if word.is_empty() {
+            return None;
+        }
+        self.trigger_words
+            .iter()
+            .position(|t| match self.trigger_when {
+                TriggerWhen::Exact => t.as_ref() == word,
+                TriggerWhen::StartsWith => word.starts_with(t.as_ref()),
+            })
+            .map(|pos| Found::Word(pos as u32))
+    }
+}
+
 impl HookIndex {
-    /// Compiles `hooks` (in configuration order, which plays the role of Mattermost's store order).
+    /// Compiles `hooks` (in configuration order, which plays the role of Mattermost's store
+    /// order) for new posts: the hooks whose `events` list `posted` (all, by default).
     pub fn new(hooks: &[HookConfig]) -> HookIndex {
+        HookIndex::for_event(hooks, Event::Posted)
+    }
+
+    /// Compiles the hooks that fire on `event`; the others keep their positions but are in no
+    /// map, as disabled hooks are.
+    pub fn for_event(hooks: &[HookConfig], event: Event) -> HookIndex {
         let mut index = HookIndex::default();
         let mut team_patterns = Vec::new();
         for (i, h) in hooks.iter().enumerate() {
@@ -195,7 +225,7 @@ impl HookIndex {
                     .collect(),
                 trigger_when: h.trigger_when,
             });
-            if !h.beyond.enabled {
+            if !h.beyond.enabled || !h.beyond.events.contains(event) {
                 continue;
             }
             index.enabled += 1;
@@ -262,6 +292,22 @@ impl HookIndex {
         self.team_patterns.is_match(message)
     }
 
+    /// The pre-check for an edit, whose channel the request does not tell (a patch names only
+    /// the post): could `message` trigger a hook in some channel? Channel-bound hooks are tried
+    /// one by one, so this costs more with many of them; it runs only for edits, and only while
+    /// some hook lists `edited`.
+    pub fn could_match_in_any_channel(&self, message: &str) -> bool {
+        let word = first_word(message);
+        let bound = self.by_channel.values().flatten();
+        if bound
+            .map(|&id| &self.hooks[id as usize])
+            .any(|h| h.bound_match(word, message).is_some())
+        {
+            return true;
+        }
+        self.could_match("", message)
+    }
+
     /// Every prefix of `word` that is a starts-with trigger word, with its entries.
     fn prefixes<'s>(&'s self, word: &'s str) -> impl Iterator<Item = &'s [Entry]> + 's {
         let lens: &[usize] = if self.prefix_starts.may_prefix(word.as_bytes()) {
@@ -289,21 +335,8 @@ impl HookIndex {
 
         if let Some(ids) = self.by_channel.get(channel_id) {
             for &id in ids {
-                let h = &self.hooks[id as usize];
-                if let Some(p) = &h.pattern {
-                    if let Some(m) = p.find(message) {
-                        found.push((id, Found::Text(m.as_str())));
-                    }
-                } else if h.trigger_words.is_empty() {
-                    found.push((id, Found::Channel));
-                } else if !word.is_empty() {
-                    let pos = h.trigger_words.iter().position(|t| match h.trigger_when {
-                        TriggerWhen::Exact => t.as_ref() == word,
-                        TriggerWhen::StartsWith => word.starts_with(t.as_ref()),
-                    });
-                    if let Some(pos) = pos {
-                        found.push((id, Found::Word(pos as u32)));
-                    }
+                if let Some(how) = self.hooks[id as usize].bound_match(word, message) {
+                    found.push((id, how));
                 }
             }
         }
@@ -755,5 +788,52 @@ mod tests {
             }],
             "a pattern matching the empty string fires with an empty trigger word"
         );
+    }
+
+    #[test]
+    fn each_event_has_its_own_index_and_edits_are_prechecked_in_any_channel() {
+        let posted = hook(None, None, &["#build"], TriggerWhen::Exact);
+        let mut edited = hook(None, None, &["#deploy"], TriggerWhen::Exact);
+        edited.beyond.events = crate::config::Events::default().with("edited").unwrap();
+        let mut both = hook(Some("c1"), None, &["fix"], TriggerWhen::StartsWith);
+        both.beyond.events = edited.beyond.events.with("posted").unwrap();
+        let hooks = [posted, edited, both];
+        let posts = HookIndex::new(&hooks);
+        let edits = HookIndex::for_event(&hooks, Event::Edited);
+        let fired = |idx: &HookIndex, channel: &str, msg: &str| -> Vec<usize> {
+            idx.matches(channel, "team", msg)
+                .iter()
+                .map(|m| m.hook)
+                .collect()
+        };
+        assert_eq!(fired(&posts, "c9", "#build now"), [0]);
+        assert!(fired(&posts, "c9", "#deploy now").is_empty(), "edits only");
+        assert_eq!(fired(&edits, "c9", "#deploy now"), [1]);
+        assert!(fired(&edits, "c9", "#build now").is_empty(), "posts only");
+        assert_eq!(fired(&posts, "c1", "fixes"), [2], "both events");
+        assert_eq!(fired(&edits, "c1", "fixes"), [2], "both events");
+        assert!(
+            HookIndex::for_event(&hooks[..1], Event::Edited).is_empty(),
+            "no hook lists edited: nothing to watch"
+        );
+
+        // The channel of an edit is unknown on the request side: channel-bound hooks count
+        // wherever they are bound.
+        assert!(edits.could_match_in_any_channel("fixed it"), "bound word");
+        assert!(
+            edits.could_match_in_any_channel("#deploy prod"),
+            "team word"
+        );
+        assert!(!edits.could_match_in_any_channel("#build"), "posted only");
+        assert!(!edits.could_match_in_any_channel("hello"), "no word");
+        let mut wordless = hook(Some("c2"), None, &[], TriggerWhen::Exact);
+        wordless.beyond.events = crate::config::Events::default().with("edited").unwrap();
+        let any = HookIndex::for_event(&[wordless], Event::Edited);
+        assert!(any.could_match_in_any_channel("anything at all"));
+        let mut pattern = pattern_hook(Some("c3"), r"v\d+\.\d+");
+        pattern.beyond.events = crate::config::Events::default().with("edited").unwrap();
+        let by_pattern = HookIndex::for_event(&[pattern], Event::Edited);
+        assert!(by_pattern.could_match_in_any_channel("ship v1.2"));
+        assert!(!by_pattern.could_match_in_any_channel("ship it"));
     }
 }

@@ -52,6 +52,7 @@ enum Kind {
     TriggerWhen,
     Thread,
     ChannelTypes,
+    Events,
 }
 
 impl Kind {
@@ -67,6 +68,7 @@ impl Kind {
             Kind::TriggerWhen => ("1.5", "a decimal number"),
             Kind::Thread => ("[root]", "a list"),
             Kind::ChannelTypes => ("O", "a string"),
+            Kind::Events => ("edited", "a string"),
         }
     }
 
@@ -82,6 +84,7 @@ impl Kind {
             Kind::TriggerWhen => "exact, starts_with, 0 or 1",
             Kind::Thread => "any, root or reply",
             Kind::ChannelTypes => "a list of O, P, D, G",
+            Kind::Events => "a list of posted, edited",
         }
     }
 }
@@ -138,6 +141,7 @@ const KEYS: &[(&str, &str, Kind)] = &[
     ("hooks", "enabled", Kind::Flag),
     ("hooks", "thread", Kind::Thread),
     ("hooks", "channel_types", Kind::ChannelTypes),
+    ("hooks", "events", Kind::Events),
     ("hooks", "from_users", Kind::Texts),
     ("hooks", "exclude_bots", Kind::Flag),
     ("hooks", "trigger_pattern", Kind::Text),

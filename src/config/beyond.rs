@@ -6,7 +6,7 @@ use serde_saphyr::Spanned;
 use super::error::ConfigError;
 use super::file;
 use super::validate::Validator;
-use super::{Beyond, ChannelTypes, HookConfig, Pattern, Thread, MAX_PATTERN_BYTES};
+use super::{Beyond, ChannelTypes, Events, HookConfig, Pattern, Thread, MAX_PATTERN_BYTES};
 
 /// Longest `id`.
 const MAX_ID_LEN: usize = 64;
@@ -67,6 +67,26 @@ impl Validator<'_> {
                 types
             }
         };
+        let events = match &h.events {
+            None => Events::POSTED,
+            Some(list) => {
+                let mut events = Events::default();
+                for (j, s) in list.value.iter().enumerate() {
+                    let field = format!("{p}.events[{j}]");
+                    events = events.with(&self.subst(s, &field)?).ok_or_else(|| {
+                        self.err(s.referenced, &field, "must be posted or edited")
+                    })?;
+                }
+                if events.is_empty() {
+                    return Err(self.err(
+                        list.referenced,
+                        &format!("{p}.events"),
+                        "must list at least one of posted, edited",
+                    ));
+                }
+                events
+            }
+        };
         let from_users = match &h.from_users {
             None => None,
             Some(list) => {
@@ -97,6 +117,7 @@ impl Validator<'_> {
             id,
             enabled: h.enabled.unwrap_or(true),
             channel_types,
+            events,
             from_users,
             exclude_bots: h.exclude_bots.unwrap_or(false),
             thread,

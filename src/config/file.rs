@@ -77,6 +77,7 @@ pub struct Hook {
     pub id: Option<Str>,
     pub enabled: Option<bool>,
     pub channel_types: Option<Spanned<Vec<Str>>>,
+    pub events: Option<Spanned<Vec<Str>>>,
     pub from_users: Option<Spanned<Vec<Str>>>,
     pub exclude_bots: Option<bool>,
     pub thread: Option<Str>,
@@ -129,6 +130,7 @@ pub fn expected(key: &str) -> Option<&'static str> {
         | "callback_urls"
         | "from_users" => "a list of strings",
         "channel_types" => "a list of O, P, D, G",
+        "events" => "a list of posted, edited",
         "settings" | "server" | "limits" => "a mapping",
         "hooks" => "a list of hooks",
         "trigger_when" => "exact, starts_with, 0 or 1",
@@ -141,6 +143,7 @@ pub fn expected_element(key: &str) -> Option<&'static str> {
     match expected(key)? {
         "a list of strings" => Some("a string"),
         "a list of O, P, D, G" => Some("one of O, P, D, G"),
+        "a list of posted, edited" => Some("posted or edited"),
         "a list of hooks" => Some("a hook (a mapping of its keys)"),
         _ => None,
     }

@@ -66,6 +66,8 @@ pub struct Beyond {
     pub enabled: bool,
     /// `channel_types`: the types of channel whose posts fire.
     pub channel_types: ChannelTypes,
+    /// `events`: which events fire (a new post, an edit).
+    pub events: Events,
     /// `from_users`: only posts by these users (each a user id or a username); `None`: anyone.
     pub from_users: Option<Vec<String>>,
     /// `exclude_bots`: skip posts by bot accounts.
@@ -101,6 +103,7 @@ impl Default for Beyond {
             id: None,
             enabled: true,
             channel_types: ChannelTypes::PUBLIC,
+            events: Events::POSTED,
             from_users: None,
             exclude_bots: false,
             thread: Thread::Any,
@@ -138,6 +141,56 @@ impl ChannelTypes {
     /// Both sets together.
     pub fn union(self, other: ChannelTypes) -> ChannelTypes {
         ChannelTypes(self.0 | other.0)
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+/// What happened to a post: created (`POST /api/v4/posts` answered 201) or edited (a `PUT`
+/// of the post or its patch answered 200 with a new `edit_at`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Event {
+    Posted,
+    Edited,
+}
+
+impl Event {
+    /// The name in the config's `events` and in the payload's `event`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::Posted => "posted",
+            Event::Edited => "edited",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        match self {
+            Event::Posted => 1,
+            Event::Edited => 2,
+        }
+    }
+}
+
+/// A set of [`Event`]s, as a hook's `events` lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Events(u8);
+
+impl Events {
+    /// `[posted]`: new posts only, as in Mattermost.
+    pub const POSTED: Events = Events(1);
+
+    /// The set with the event named `name` (`posted` or `edited`) added; `None` for another name.
+    pub fn with(self, name: &str) -> Option<Events> {
+        let event = [Event::Posted, Event::Edited]
+            .into_iter()
+            .find(|e| e.as_str() == name)?;
+        Some(Events(self.0 | event.bit()))
+    }
+
+    pub fn contains(self, event: Event) -> bool {
+        self.0 & event.bit() != 0
     }
 
     pub fn is_empty(self) -> bool {

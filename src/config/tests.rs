@@ -452,6 +452,37 @@ fn channel_types_parse_and_errors_are_located() {
 }
 
 #[test]
+fn events_parse_and_errors_are_located() {
+    let hook = |events: &str| {
+        format!("{MINIMAL}hooks:\n  - events: {events}\n    trigger_words: [a]\n    callback_urls: [\"http://x\"]\n    token: t\n")
+    };
+    let both = load(&hook("[edited, posted]")).unwrap().hooks[0]
+        .beyond
+        .events;
+    assert!(both.contains(Event::Posted) && both.contains(Event::Edited));
+    let edits = load(&hook("[edited]")).unwrap().hooks[0].beyond.events;
+    assert!(edits.contains(Event::Edited) && !edits.contains(Event::Posted));
+    assert_eq!(Beyond::default().events, Events::POSTED);
+    assert!(!Events::POSTED.contains(Event::Edited));
+    assert_eq!(
+        err(&hook("[]")),
+        "posthook.yaml:5:13: hooks[0].events: must list at least one of posted, edited"
+    );
+    assert_eq!(
+        err(&hook("[posted, deleted]")),
+        "posthook.yaml:5:22: hooks[0].events[1]: must be posted or edited"
+    );
+    assert_eq!(
+        err(&hook("edited")),
+        "posthook.yaml:5:13: hooks[0].events: expected a list of posted, edited, found a string"
+    );
+    assert_eq!(
+        err(&hook("[[posted]]")),
+        "posthook.yaml:5:14: hooks[0].events[0]: expected posted or edited, found a list"
+    );
+}
+
+#[test]
 fn user_filters_parse_and_empty_lists_are_errors() {
     let c = load(&format!(
         "{MINIMAL}hooks:\n  - from_users: [alice, 4xp9fdt8zjbqfy5pnkb8bq7xyo]\n    exclude_bots: true\n    trigger_words: [a]\n    callback_urls: [\"http://x\"]\n    token: t\n"

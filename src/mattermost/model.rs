@@ -13,6 +13,14 @@ use crate::go;
 /// The path whose `POST` creates a post.
 pub const POSTS_PATH: &str = "/api/v4/posts";
 
+/// The post id of an edit's path: `/api/v4/posts/{id}` (the whole post) or
+/// `/api/v4/posts/{id}/patch` (some of its fields), the two `PUT`s that edit a post.
+pub fn edited_post_id(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix(POSTS_PATH)?.strip_prefix('/')?;
+    let id = rest.strip_suffix("/patch").unwrap_or(rest);
+    is_valid_id(id).then_some(id)
+}
+
 /// Where replies are posted.
 pub const REPLY_PATH: &str = "/api/v4/posts?set_online=false";
 
@@ -23,6 +31,8 @@ pub const REPLY_PATH: &str = "/api/v4/posts?set_online=false";
 pub struct PostRequest<'a> {
     pub channel_id: Cow<'a, str>,
     pub message: Cow<'a, str>,
+    /// Whether `message` was given, not `null` (a patch without it keeps the post's message).
+    pub has_message: bool,
 }
 
 /// A string that borrows from the input when it has no escapes.
@@ -64,17 +74,19 @@ impl<'de> Deserialize<'de> for PostRequest<'de> {
             ) -> std::result::Result<PostRequest<'de>, A::Error> {
                 let mut post = PostRequest::default();
                 while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
+                    let is_message = go::key_matches(&key, "message");
                     let slot = if go::key_matches(&key, "channel_id") {
                         &mut post.channel_id
-                    } else if go::key_matches(&key, "message") {
+                    } else if is_message {
                         &mut post.message
                     } else {
                         map.next_value::<serde::de::IgnoredAny>()?;
                         continue;
                     };
-                    // Go leaves a field alone for `null`.
+                    // Go leaves a field alone for `null` (a patch's message then stays).
                     if let Some(Text(v)) = map.next_value::<Option<Text<'de>>>()? {
                         *slot = v;
+                        post.has_message |= is_message;
                     }
                 }
                 Ok(post)
@@ -90,6 +102,9 @@ pub struct CreatedPost {
     pub id: String,
     #[serde(default)]
     pub create_at: i64,
+    /// When the message was last edited (ms), `0` for a post never edited.
+    #[serde(default)]
+    pub edit_at: i64,
     #[serde(default)]
     pub user_id: String,
     pub channel_id: String,
@@ -227,6 +242,41 @@ pub fn is_valid_id(id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn edit_paths_name_their_post() {
+        let id = "4xp9fdt8zjbqfy5pnkb8bq7xyo";
+        let rows: &[(&str, Option<&str>)] = &[
+            ("/api/v4/posts/4xp9fdt8zjbqfy5pnkb8bq7xyo", Some(id)),
+            ("/api/v4/posts/4xp9fdt8zjbqfy5pnkb8bq7xyo/patch", Some(id)),
+            ("/api/v4/posts", None),
+            ("/api/v4/posts/", None),
+            ("/api/v4/posts/4xp9fdt8zjbqfy5pnkb8bq7xyo/pin", None),
+            ("/api/v4/posts/4xp9fdt8zjbqfy5pnkb8bq7xyo/reactions", None),
+            ("/api/v4/posts/4xp9fdt8zjbqfy5pnkb8bq7xyo/patch/", None),
+            ("/api/v4/posts/../users/me", None),
+            ("/api/v4/postsx/4xp9fdt8zjbqfy5pnkb8bq7xyo", None),
+        ];
+        for (path, want) in rows {
+            assert_eq!(edited_post_id(path), *want, "{path}");
+        }
+    }
+
+    #[test]
+    fn a_patch_without_a_message_says_so() {
+        let read = |json: &str| {
+            let p: PostRequest = serde_json::from_str(json).unwrap();
+            (p.message.into_owned(), p.has_message)
+        };
+        assert_eq!(read(r#"{"message":"hi"}"#), ("hi".into(), true));
+        assert_eq!(read(r#"{"MESSAGE":""}"#), ("".into(), true), "Go's folding");
+        assert_eq!(read(r#"{"is_pinned":true}"#), ("".into(), false));
+        assert_eq!(
+            read(r#"{"message":null}"#),
+            ("".into(), false),
+            "null leaves the message as it was"
+        );
+    }
 
     #[test]
     fn created_post_parses_real_shapes() {
