@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::config::{ChannelTypes, Config, HookConfig};
+use crate::config::{ChannelTypes, Config, Event, HookConfig};
 use crate::net::guard::{BoxError, Resolver};
 use crate::reply::ReplySettings;
 use crate::rules::HookIndex;
@@ -22,7 +22,11 @@ pub struct Live {
     /// The channel types some enabled hook fires in: posts in other channels stop at the
     /// channel look-up.
     pub channel_types: ChannelTypes,
+    /// The hooks that fire on new posts (`events` lists `posted`, the default).
     pub index: HookIndex,
+    /// The hooks that fire on edits (`events` lists `edited`); when none does, edits are not
+    /// looked at.
+    pub edits: HookIndex,
     pub webhooks: WebhookClient,
     pub reply: ReplySettings,
 }
@@ -43,9 +47,18 @@ impl Live {
                     all.union(h.beyond.channel_types)
                 }),
             index: HookIndex::new(&config.hooks),
+            edits: HookIndex::for_event(&config.hooks, Event::Edited),
             webhooks: WebhookClient::from_config(config, resolver)?,
             reply: ReplySettings::from(&config.settings),
         })
+    }
+
+    /// The hooks that fire on `event`.
+    pub fn hooks_for(&self, event: Event) -> &HookIndex {
+        match event {
+            Event::Posted => &self.index,
+            Event::Edited => &self.edits,
+        }
     }
 
     /// A swappable snapshot holding `self`.

@@ -56,6 +56,12 @@ pub fn render(s: &Snapshot, queue: QueueReading) -> String {
     );
     counter(
         w,
+        "posthook_edits_observed_total",
+        "Edits examined: PUT /api/v4/posts/{id} and /patch exchanges Mattermost answered 200 while some hook listed edited.",
+        s.edits_observed,
+    );
+    counter(
+        w,
         "posthook_bodies_too_large_total",
         "Post request bodies not inspected because they exceeded limits.max_inspected_body_bytes.",
         s.bodies_too_large,
@@ -302,6 +308,7 @@ mod tests {
         let text = render(&Snapshot::default(), QueueReading::default());
         for (name, kind) in [
             ("posthook_posts_observed_total", "counter"),
+            ("posthook_edits_observed_total", "counter"),
             ("posthook_hook_matches_total", "counter"),
             ("posthook_deliveries_due_total", "counter"),
             ("posthook_deliveries_total", "counter"),

@@ -1,11 +1,12 @@
 //! Proxy: the Pingora `ProxyHttp` that passes every request to Mattermost untouched and
 //! watches post creation on the side.
 //!
-//! Only `POST /api/v4/posts` is observed. Its request body is copied (never held back) as it
-//! streams, up to a bound; at its end the channel id and first word decide cheaply whether any
-//! hook could match. Only then is the upstream's 201 body copied too, and once the response has
-//! been written to the client, [`ProxyHttp::logging`] hands it to the dispatcher without
-//! waiting. Every phase fails open: posthook's own problems are logged and counted, never
+//! Only `POST /api/v4/posts` is observed, and, while some hook lists `edited`, the two `PUT`s
+//! that edit a post. The request body is copied (never held back) as it streams, up to a bound;
+//! at its end the channel id and first word (for an edit, whose channel the request does not
+//! tell, the message alone) decide cheaply whether any hook could match. Only then is the
+//! upstream's answer (201 created, 200 edited) copied too, and once the response has been
+//! written to the client, [`ProxyHttp::logging`] hands it to the dispatcher without waiting. Every phase fails open: posthook's own problems are logged and counted, never
 //! turned into an error for the user.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,11 +23,11 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use serde::Deserialize;
 
-use crate::config::Config;
+use crate::config::{Config, Event};
 use crate::dispatch::{BodyEncoding, DispatchHandle, Job};
 use crate::go;
 use crate::live::LiveConfig;
-use crate::mattermost::model::{PostRequest, POSTS_PATH};
+use crate::mattermost::model::{edited_post_id, PostRequest, POSTS_PATH};
 use crate::stats::Stats;
 
 /// The proxy application: immutable, shared by every request.
@@ -49,7 +50,12 @@ pub struct Ctx {
     counted: bool,
     /// This is `POST /api/v4/posts`, its answer not yet seen: a 201 counts as a created post.
     creating: bool,
-    /// This is `POST /api/v4/posts`.
+    /// This is an edit watched for `edited` hooks, its answer not yet seen: a 200 counts as an
+    /// edit examined.
+    editing: bool,
+    /// This is an edit (its 200 is wanted), not a new post (its 201).
+    edit: bool,
+    /// The request body is being copied and decided on.
     watching: bool,
     /// Copy of the request body so far (empty once given up).
     request_copy: BytesMut,
@@ -106,31 +112,27 @@ impl Proxy {
     }
 
     /// Whether `body` (a whole `POST /api/v4/posts` request body) could trigger a hook.
-    ///
-    /// Go's decoder replaces invalid UTF-8 and lone surrogate escapes with U+FFFD where
-    /// serde_json refuses them: invalid UTF-8 is replaced the same way and read again, and a
-    /// lone surrogate answers "maybe" (the created post in the 201 then decides). Anything
-    /// else unreadable is refused by Mattermost too.
     pub fn request_could_match(&self, body: &[u8]) -> bool {
-        let err = match first_value::<PostRequest>(body) {
-            Ok(p) => return self.could_match(&p),
-            Err(e) => e,
-        };
-        if std::str::from_utf8(body).is_err() {
-            let text = go::lossy_utf8(body);
-            if let Ok(p) = first_value::<PostRequest>(text.as_bytes()) {
-                return self.could_match(&p);
-            }
-        }
-        let msg = err.to_string();
-        msg.contains("surrogate") || msg.contains("hex escape")
+        read_request(body, |post| {
+            self.live
+                .load()
+                .index
+                .could_match(&post.channel_id, &post.message)
+        })
     }
 
-    fn could_match(&self, post: &PostRequest<'_>) -> bool {
-        self.live
-            .load()
-            .index
-            .could_match(&post.channel_id, &post.message)
+    /// Whether `body` (a whole request body of an edit) could trigger an `edited` hook: its
+    /// message could, in some channel; or it has none (a patch of other fields keeps the
+    /// post's message, which only the 200 shows).
+    pub fn edit_could_match(&self, body: &[u8]) -> bool {
+        read_request(body, |post| {
+            !post.has_message
+                || self
+                    .live
+                    .load()
+                    .edits
+                    .could_match_in_any_channel(&post.message)
+        })
     }
 
     /// Hands the created post to the dispatcher, never waiting: the whole 201 when it was read,
@@ -144,6 +146,11 @@ impl Proxy {
         ctx.capturing = false;
         let body = std::mem::take(&mut ctx.response_copy).freeze();
         self.dispatch.submit(Job {
+            event: if ctx.edit {
+                Event::Edited
+            } else {
+                Event::Posted
+            },
             body,
             encoding: ctx.encoding.unwrap_or(BodyEncoding::Identity),
             complete: ctx.response_complete,
@@ -158,6 +165,27 @@ impl Proxy {
         copy.extend_from_slice(chunk);
         true
     }
+}
+
+/// Decides on a request body with `decide`, read as Mattermost reads it.
+///
+/// Go's decoder replaces invalid UTF-8 and lone surrogate escapes with U+FFFD where serde_json
+/// refuses them: invalid UTF-8 is replaced the same way and read again, and a lone surrogate
+/// answers "maybe" (the post in the answer then decides). Anything else unreadable is refused
+/// by Mattermost too.
+fn read_request(body: &[u8], decide: impl Fn(&PostRequest<'_>) -> bool) -> bool {
+    let err = match first_value::<PostRequest>(body) {
+        Ok(p) => return decide(&p),
+        Err(e) => e,
+    };
+    if std::str::from_utf8(body).is_err() {
+        let text = go::lossy_utf8(body);
+        if let Ok(p) = first_value::<PostRequest>(text.as_bytes()) {
+            return decide(&p);
+        }
+    }
+    let msg = err.to_string();
+    msg.contains("surrogate") || msg.contains("hex escape")
 }
 
 /// Reads the first JSON value of `body` and ignores what follows, as Go's
@@ -270,8 +298,12 @@ impl ProxyHttp for Proxy {
         }
         let req = session.req_header();
         ctx.creating = req.method == http::Method::POST && req.uri.path() == POSTS_PATH;
-        ctx.watching = ctx.creating
-            && !self.live.load().index.is_empty()
+        // Edits are looked at only while some hook lists `edited`.
+        ctx.editing = req.method == http::Method::PUT
+            && edited_post_id(req.uri.path()).is_some()
+            && !self.live.load().edits.is_empty();
+        ctx.edit = ctx.editing;
+        ctx.watching = (ctx.editing || ctx.creating && !self.live.load().index.is_empty())
             // A compressed request body cannot be inspected cheaply; Mattermost does not
             // accept one either.
             && !req.headers.contains_key(http::header::CONTENT_ENCODING);
@@ -309,13 +341,18 @@ impl ProxyHttp for Proxy {
         }
         if end_of_stream {
             ctx.watching = false;
-            ctx.interested = self.request_could_match(&ctx.request_copy);
+            ctx.interested = if ctx.edit {
+                self.edit_could_match(&ctx.request_copy)
+            } else {
+                self.request_could_match(&ctx.request_copy)
+            };
             ctx.request_copy = BytesMut::new();
         }
         Ok(())
     }
 
-    /// Starts copying the upstream's answer when a post was created and might trigger a hook.
+    /// Starts copying the upstream's answer when a post was created (201) or edited (200) and
+    /// might trigger a hook.
     ///
     /// The upstream side is watched (not the copy sent to the client), so that a post created
     /// for a client that has gone away still fires its hooks, as in Mattermost.
@@ -329,15 +366,19 @@ impl ProxyHttp for Proxy {
         if resp.status.is_informational() {
             return Ok(());
         }
-        let created = resp.status.as_u16() == 201;
-        // Every post created through posthook counts, whether or not a hook could match it.
-        if std::mem::take(&mut ctx.creating) && created {
+        let status = resp.status.as_u16();
+        // Every post created through posthook counts, whether or not a hook could match it;
+        // so does every edit examined.
+        if std::mem::take(&mut ctx.creating) && status == 201 {
             Stats::inc(&self.stats.posts_observed);
+        }
+        if std::mem::take(&mut ctx.editing) && status == 200 {
+            Stats::inc(&self.stats.edits_observed);
         }
         if !ctx.interested {
             return Ok(());
         }
-        if !created {
+        if status != if ctx.edit { 200 } else { 201 } {
             ctx.give_up();
             return Ok(());
         }
@@ -365,7 +406,7 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
-    /// Copies the upstream's 201 body; the bytes sent on to the client are never touched.
+    /// Copies the upstream's 201 (200 for an edit) body; the bytes sent on to the client are never touched.
     fn upstream_response_body_filter(
         &self,
         _session: &mut Session,

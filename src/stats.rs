@@ -42,6 +42,9 @@ counters! {
     /// Posts created through posthook: `POST /api/v4/posts` exchanges that Mattermost
     /// answered 201, whether or not a hook could match them.
     posts_observed,
+    /// Edits examined: `PUT /api/v4/posts/{id}` and `…/patch` exchanges that Mattermost
+    /// answered 200 while some hook listed `edited` (otherwise edits are not looked at).
+    edits_observed,
     /// Post bodies not inspected because they exceeded `max_inspected_body_bytes`.
     bodies_too_large,
     /// Created posts that could not be decoded or parsed.
@@ -51,7 +54,8 @@ counters! {
     jobs_dropped,
     /// Posts skipped because posthook itself created them.
     own_posts_skipped,
-    /// Posts skipped as a repeat of an already handled post id.
+    /// Posts skipped as a repeat of an already handled post id (an edit: of an already
+    /// handled post id and `edit_at`).
     duplicate_posts_skipped,
     /// Posts in a channel type no enabled hook fires in (by default: not public).
     non_public_skipped,

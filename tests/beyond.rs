@@ -1,5 +1,5 @@
 //! Beyond Mattermost (issue 11), end to end against the stand-in: the opt-in keys of a hook
-//! (`id`, `enabled`, `thread`, `payload_extras`) change what fires and what is sent only for the
+//! (`id`, `enabled`, `thread`, `payload_extras`, …; edits are in `edits.rs`) change what fires and what is sent only for the
 //! hooks that set them; a hook without them behaves and encodes exactly as before.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -222,6 +222,18 @@ async fn a_reload_adds_and_removes_the_beyond_keys() {
         seen,
         "trigger words again"
     );
+
+    reload(&[("events", "[edited]")]);
+    let (_, post) = create_post(ph.addr, PUBLIC, "#build 11").await;
+    rx.assert_quiet(Duration::from_millis(300)).await;
+    assert_eq!(edit_message(ph.addr, &post, "#build 12", true).await.0, 200);
+    seen += 1;
+    let r = &rx.wait_for(seen, T).await[seen - 1];
+    let form: std::collections::HashMap<String, String> = r.form().into_iter().collect();
+    assert_eq!(form["text"], "#build 12", "edits after the reload");
+    reload(&[]);
+    assert_eq!(edit_message(ph.addr, &post, "#build 13", true).await.0, 200);
+    rx.assert_quiet(Duration::from_millis(300)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,15 +1,17 @@
-//! Dispatch: the background service that turns an observed 201 into webhook deliveries.
+//! Dispatch: the background service that turns an observed 201 (a created post) or 200 (an
+//! edited one) into webhook deliveries.
 //!
-//! The proxy hands over the raw (possibly compressed) body of the created post with
+//! The proxy hands over the raw (possibly compressed) body of the post with
 //! [`DispatchHandle::submit`], which never waits ([`queue`]). Off the request path, each job
 //! then goes through named stages, in the order of the README's flow:
 //!
 //! ```text
 //!  created ─► admit ─► resolve channel ─► match ─► fan out ─► resolve names ─► deliver
 //!  (decode    (could    (look-up;          (hook    (one due    (author, team   (payload per
-//!   the 201)   match,    public only)       index)   request     look-ups)       hook, one task
-//!              repeat,                               per URL)                    per URL)
-//!              own post)
+//!   the 201    match,    public only)       index    request     look-ups)       hook, one task
+//!   or 200)    repeat,                      of the   per URL)                    per URL)
+//!              own post,                    event)
+//!              an edit?)
 //! ```
 //!
 //! Every callback request that becomes due in "fan out" is a `due::DueRequest`, which ends
@@ -39,7 +41,7 @@ use due::{DueRequest, Outcome};
 use queue::QueueEnd;
 pub use queue::{BodyEncoding, DispatchHandle, Job, QueueGauge};
 
-use crate::config::{Beyond, Config};
+use crate::config::{Beyond, Config, Event};
 use crate::live::{Live, LiveConfig};
 use crate::mattermost::model::{Channel, CreatedPost, Team, User};
 use crate::mattermost::MattermostClient;
@@ -183,11 +185,14 @@ impl Shared {
             Ok(p) => p,
             Err(e) => {
                 Stats::inc(&self.stats.posts_unparsed);
-                warn!("created post not parseable: {e}; no webhooks");
+                warn!(
+                    "{} post not parseable: {e}; no webhooks",
+                    job.event.as_str()
+                );
                 return;
             }
         };
-        self.handle_post(post).await;
+        self.handle_post(post, job.event).await;
     }
 
     /// A 201 whose body was cut short: the post exists; fetch it by the id its beginning shows.
@@ -202,7 +207,7 @@ impl Shared {
             return;
         };
         match self.mm.post(id).await {
-            Ok(post) => self.handle_post(post).await,
+            Ok(post) => self.handle_post(post, job.event).await,
             Err(e) => {
                 Stats::inc(&self.stats.posts_unparsed);
                 warn!("created post {id} cut short and not fetched: {e}; no webhooks");
@@ -210,21 +215,21 @@ impl Shared {
         }
     }
 
-    /// The stages a created post goes through (see the module's diagram).
-    async fn handle_post(self: Arc<Self>, post: CreatedPost) {
+    /// The stages a created or edited post goes through (see the module's diagram).
+    async fn handle_post(self: Arc<Self>, post: CreatedPost, event: Event) {
         // One snapshot of the hooks for the whole job, however a reload happens meanwhile.
         let live = self.live.load_full();
         // Shared from here: matches borrow the message, due requests hold the post.
         let post = Arc::new(post);
-        if !self.admit(&live, &post).await {
+        if !self.admit(&live, &post, event).await {
             return;
         }
         let Some(channel) = self.resolve_channel(&live, &post).await else {
             return;
         };
-        let mut matches = live
-            .index
-            .matches(&post.channel_id, &channel.team_id, &post.message);
+        let mut matches =
+            live.hooks_for(event)
+                .matches(&post.channel_id, &channel.team_id, &post.message);
         // Opt-in filters beyond Mattermost's rules (by default: public channels, any post).
         matches.retain(|m| {
             let beyond = &live.hooks[m.hook].beyond;
@@ -246,24 +251,36 @@ impl Shared {
             team: team.as_deref(),
             user: &user,
         };
-        self.deliver_all(&live, &post, names, &matches, due).await;
+        self.deliver_all(&live, (&post, event), names, &matches, due)
+            .await;
     }
 
-    /// Whether `post` may fire anything: some hook could match its channel and first word, it
-    /// was not seen before (a retried create), and it is not posthook's own reply.
-    async fn admit(&self, live: &Live, post: &CreatedPost) -> bool {
-        if !live.index.could_match(&post.channel_id, &post.message) {
+    /// Whether `post` may fire anything: it is an edit if `event` says so (a 200 with the
+    /// `edit_at` of a changed message, not a pin or a props-only change), some hook of the
+    /// event could match its channel and first word, it was not seen before (a retried create,
+    /// a repeated edit), and it is not posthook's own reply.
+    async fn admit(&self, live: &Live, post: &CreatedPost, event: Event) -> bool {
+        let key = match event {
+            Event::Posted => post.id.clone(),
+            Event::Edited if post.edit_at > 0 => format!("{}@{}", post.id, post.edit_at),
+            Event::Edited => {
+                debug!("post {} updated without an edit; no webhooks", post.id);
+                return false;
+            }
+        };
+        if !live
+            .hooks_for(event)
+            .could_match(&post.channel_id, &post.message)
+        {
             return false;
         }
-        if !self
-            .seen
-            .entry(post.id.clone())
-            .or_insert(())
-            .await
-            .is_fresh()
-        {
+        if !self.seen.entry(key).or_insert(()).await.is_fresh() {
             Stats::inc(&self.stats.duplicate_posts_skipped);
-            debug!("post {} seen before; no webhooks", post.id);
+            debug!(
+                "{} post {} seen before; no webhooks",
+                event.as_str(),
+                post.id
+            );
             return false;
         }
         if post.has_from_webhook_prop() {
@@ -405,7 +422,7 @@ impl Shared {
     async fn deliver_all(
         self: &Arc<Self>,
         live: &Arc<Live>,
-        post: &CreatedPost,
+        (post, event): (&CreatedPost, Event),
         names: Names<'_>,
         matches: &[Match<'_>],
         due: DueRequests<'_>,
@@ -429,8 +446,11 @@ impl Shared {
                 extras: hook.beyond.payload_extras.then_some(Extras {
                     root_id: &post.root_id,
                     channel_type: &names.channel.channel_type,
-                    event: "posted",
-                    edit_at: 0,
+                    event: event.as_str(),
+                    edit_at: match event {
+                        Event::Posted => 0,
+                        Event::Edited => post.edit_at,
+                    },
                 }),
             };
             // Encoded once per hook; each URL gets its own cheap clone.

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use log::warn;
 use tokio::sync::mpsc;
 
+use crate::config::Event;
 use crate::stats::Stats;
 
 /// A bounded queue of `capacity` jobs: the proxy's handle and the dispatcher's end.
@@ -42,9 +43,11 @@ pub enum BodyEncoding {
     Deflate,
 }
 
-/// A created post seen by the proxy, not yet decoded.
+/// A created (201) or edited (200) post seen by the proxy, not yet decoded.
 #[derive(Debug)]
 pub struct Job {
+    /// Which exchange the body answers: a new post or an edit.
+    pub event: Event,
     /// The upstream's response body exactly as received (all of it, or the part read).
     pub body: Bytes,
     pub encoding: BodyEncoding,
@@ -230,6 +233,7 @@ mod tests {
         assert_eq!((gauge.depth(), gauge.capacity()), (0, 4));
         for _ in 0..3 {
             handle.submit(Job {
+                event: Event::Posted,
                 body: Bytes::new(),
                 encoding: BodyEncoding::Identity,
                 complete: true,

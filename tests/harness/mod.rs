@@ -222,6 +222,51 @@ pub async fn post_json(addr: SocketAddr, body: &str) -> RawResponse {
     .await
 }
 
+/// Edits post `id` through `addr` with the bearer `token`: `PUT /api/v4/posts/{id}` with the
+/// whole post in `body` (`patch: false`), or `PUT /api/v4/posts/{id}/patch` with some fields.
+pub async fn edit_as(
+    addr: SocketAddr,
+    token: &str,
+    id: &str,
+    patch: bool,
+    body: &serde_json::Value,
+) -> RawResponse {
+    let auth = format!("Bearer {token}");
+    let path = if patch {
+        format!("/api/v4/posts/{id}/patch")
+    } else {
+        format!("/api/v4/posts/{id}")
+    };
+    let headers = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let body = body.to_string();
+    crate::support::http_request(addr, "PUT", &path, &headers, body.as_bytes()).await
+}
+
+/// Changes the message of the test user's post `id` through `addr`, with a patch (`patch`)
+/// or a `PUT` of the whole post (as the webapp does: `post` with the new message); returns the
+/// status and the post in the answer.
+pub async fn edit_message(
+    addr: SocketAddr,
+    post: &serde_json::Value,
+    message: &str,
+    patch: bool,
+) -> (u16, serde_json::Value) {
+    let id = post["id"].as_str().unwrap_or_default();
+    let body = if patch {
+        serde_json::json!({ "message": message })
+    } else {
+        let mut whole = post.clone();
+        whole["message"] = message.into();
+        whole
+    };
+    let r = edit_as(addr, USER_TOKEN, id, patch, &body).await;
+    let json = serde_json::from_slice(&r.decoded_body()).unwrap_or(serde_json::Value::Null);
+    (r.status, json)
+}
+
 pub fn arc<T>(t: T) -> Arc<T> {
     Arc::new(t)
 }

@@ -1,5 +1,6 @@
 //! The Mattermost stand-in: the parts of the REST API posthook relies on (`POST /api/v4/posts`
-//! with Mattermost's validation, channel/team/user look-ups, the client config, the websocket),
+//! with Mattermost's validation, the two `PUT`s that edit a post, channel/team/user look-ups,
+//! the client config, the websocket),
 //! answered the way Mattermost 10.11 answers them, with fixtures, failure knobs and a record of
 //! every request. See the example in the module docs of `support`.
 
@@ -630,6 +631,127 @@ fn create_post(st: &mut MmState, user: &User, body: &[u8]) -> Result<(Post, bool
     Ok((post, true))
 }
 
+/// The 403 Mattermost gives for an edit it refuses: an unknown post (its look-up failing is
+/// turned into a permission error), or another user's post without `edit_others_posts`.
+#[allow(dead_code)]
+fn edit_refused() -> AppErr {
+    AppErr::new(
+        403,
+        "api.context.permissions.app_error",
+        "You do not have the appropriate permissions.",
+    )
+}
+
+/// `PUT /api/v4/posts/{id}` (`patch: false`: the whole post; omitted fields are blank, but
+/// omitted `file_ids` stay) or `PUT /api/v4/posts/{id}/patch` (`patch: true`: only the given
+/// fields change), as Mattermost's UpdatePost and PatchPost do (mattermost-api.md "Edits"):
+/// `edit_at` moves only when the message (or the file ids) change, `update_at` always; the id,
+/// `create_at` and `root_id` stay.
+#[allow(dead_code)]
+fn edit_post(
+    st: &mut MmState,
+    user: &User,
+    id: &str,
+    body: &[u8],
+    patch: bool,
+) -> Result<Post, AppErr> {
+    let what = if patch { "patch" } else { "post" };
+    let value = serde_json::Deserializer::from_slice(body)
+        .into_iter::<Value>()
+        .next()
+        .and_then(Result::ok)
+        .ok_or_else(|| AppErr::invalid_body(what))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| AppErr::invalid_body(what))?;
+    let text = |key: &str| -> Result<Option<String>, AppErr> {
+        match obj.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(AppErr::invalid_body(what)),
+        }
+    };
+    if !patch && text("id")?.as_deref() != Some(id) {
+        return Err(AppErr::new(
+            400,
+            "api.context.invalid_param.app_error",
+            "Invalid id parameter.",
+        ));
+    }
+    let message = text("message")?;
+    let file_ids: Option<Vec<String>> = match obj.get("file_ids") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) => Some(
+            items
+                .iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| AppErr::invalid_body(what))?,
+        ),
+        Some(_) => return Err(AppErr::invalid_body(what)),
+    };
+    let props = match obj.get("props") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(m)) => Some(Value::Object(m.clone())),
+        Some(_) => return Err(AppErr::invalid_body(what)),
+    };
+    let is_pinned = match obj.get("is_pinned") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => return Err(AppErr::invalid_body(what)),
+    };
+    let max = st.max_post_size();
+    let post = st
+        .posts
+        .iter_mut()
+        .find(|p| p.id == id && p.delete_at == 0)
+        .ok_or_else(edit_refused)?;
+    if post.user_id != user.id {
+        return Err(edit_refused());
+    }
+    if post.post_type.starts_with("system_") {
+        return Err(AppErr::new(
+            400,
+            "api.post.update_post.system_message.app_error",
+            "Unable to update system message.",
+        ));
+    }
+    // UpdatePost: what the body omits is blank (file ids excepted); PatchPost: it stays.
+    let message = if patch {
+        message.unwrap_or_else(|| post.message.clone())
+    } else {
+        message.unwrap_or_default()
+    };
+    if message.chars().count() > max {
+        return Err(AppErr::new(
+            400,
+            "model.post.is_valid.message_length.app_error",
+            "Invalid Message property length.",
+        ));
+    }
+    let file_ids = file_ids.unwrap_or_else(|| post.file_ids.clone());
+    let now = now_ms();
+    if message != post.message || file_ids != post.file_ids {
+        // Strictly later than the previous edit, so that two edits in one millisecond stay two.
+        post.edit_at = now.max(post.edit_at + 1);
+    }
+    post.hashtags = parse_hashtags(&message);
+    post.message = message;
+    post.file_ids = file_ids;
+    match (patch, props) {
+        (_, Some(p)) => post.props = p,
+        (false, None) => post.props = json!({}),
+        (true, None) => {}
+    }
+    match (patch, is_pinned) {
+        (_, Some(b)) => post.is_pinned = b,
+        (false, None) => post.is_pinned = false,
+        (true, None) => {}
+    }
+    post.update_at = now.max(post.edit_at);
+    Ok(post.clone())
+}
+
 #[allow(dead_code)]
 fn channel_json(c: &Channel) -> Vec<u8> {
     to_json(&ChannelJson {
@@ -1001,8 +1123,9 @@ async fn handle_mm(
         return websocket(&mut req, &headers, &request_id);
     }
 
-    let needs_full_body =
-        method == Method::POST && (path == "/api/v4/posts" || path == "/api/v4/users/ids");
+    let needs_full_body = method == Method::POST
+        && (path == "/api/v4/posts" || path == "/api/v4/users/ids")
+        || method == Method::PUT && path.starts_with("/api/v4/posts/");
     let keep = if needs_full_body {
         usize::MAX
     } else {
@@ -1029,6 +1152,8 @@ async fn handle_mm(
             )
             | (&Method::POST, ["api", "v4", "users", "ids"])
             | (&Method::GET, ["api", "v4", "config", "client"])
+            | (&Method::PUT, ["api", "v4", "posts", _])
+            | (&Method::PUT, ["api", "v4", "posts", _, "patch"])
     );
     if !api_route {
         let reply = json!({ "method": method.as_str(), "path": path, "received_bytes": body_len });
@@ -1078,43 +1203,21 @@ async fn handle_mm(
         (&Method::POST, ["api", "v4", "posts"]) => {
             let (result, delay, encoding) = {
                 let mut st = lock(&state);
-                let result = create_post(&mut st, &user, &body);
-                let encoding = if st.gzip && accepts_encoding(&headers, "gzip") {
-                    Some("gzip")
-                } else if st.deflate && accepts_encoding(&headers, "deflate") {
-                    Some("deflate")
-                } else {
-                    None
-                };
-                (result, st.post_delay, encoding)
+                let result = create_post(&mut st, &user, &body).map(|(post, _new)| post);
+                (result, st.post_delay, post_encoding(&st, &headers))
             };
-            match result {
-                Ok((post, _new)) => {
-                    if !delay.is_zero() {
-                        tokio::time::sleep(delay).await;
-                    }
-                    let json = to_json(&post);
-                    match encoding {
-                        Some(enc) => {
-                            let bytes = if enc == "gzip" {
-                                gzip_bytes(&json)
-                            } else {
-                                zlib_bytes(&json)
-                            };
-                            mm_response(
-                                MmReply::Json(201, bytes),
-                                &request_id,
-                                &[
-                                    ("Content-Encoding", enc.to_string()),
-                                    ("Vary", "Accept-Encoding".to_string()),
-                                ],
-                            )
-                        }
-                        None => mm_response(MmReply::Json(201, json), &request_id, &[]),
-                    }
-                }
-                Err(err) => mm_response(MmReply::Error(err), &request_id, &[]),
+            if result.is_ok() && !delay.is_zero() {
+                tokio::time::sleep(delay).await;
             }
+            post_response(result, 201, encoding, &request_id)
+        }
+        (&Method::PUT, ["api", "v4", "posts", id, rest @ ..]) => {
+            let (result, encoding) = {
+                let mut st = lock(&state);
+                let result = edit_post(&mut st, &user, id, &body, rest == ["patch"]);
+                (result, post_encoding(&st, &headers))
+            };
+            post_response(result, 200, encoding, &request_id)
         }
         (&Method::GET, ["api", "v4", "channels", id])
             if lock(&state).unreadable.iter().any(|c| c == id) =>
@@ -1187,6 +1290,51 @@ async fn handle_mm(
             mm_response(reply, &request_id, &[])
         }
         _ => client_config(&state, &query, true, &request_id),
+    }
+}
+
+/// How a post answer is encoded: gzip or deflate when switched on and accepted.
+#[allow(dead_code)]
+fn post_encoding(st: &MmState, headers: &HeaderMap) -> Option<&'static str> {
+    if st.gzip && accepts_encoding(headers, "gzip") {
+        Some("gzip")
+    } else if st.deflate && accepts_encoding(headers, "deflate") {
+        Some("deflate")
+    } else {
+        None
+    }
+}
+
+/// The answer to a post's creation (`status` 201) or edit (200), encoded per `encoding`.
+#[allow(dead_code)]
+fn post_response(
+    result: Result<Post, AppErr>,
+    status: u16,
+    encoding: Option<&'static str>,
+    request_id: &str,
+) -> Resp {
+    let post = match result {
+        Ok(post) => post,
+        Err(err) => return mm_response(MmReply::Error(err), request_id, &[]),
+    };
+    let json = to_json(&post);
+    match encoding {
+        Some(enc) => {
+            let bytes = if enc == "gzip" {
+                gzip_bytes(&json)
+            } else {
+                zlib_bytes(&json)
+            };
+            mm_response(
+                MmReply::Json(status, bytes),
+                request_id,
+                &[
+                    ("Content-Encoding", enc.to_string()),
+                    ("Vary", "Accept-Encoding".to_string()),
+                ],
+            )
+        }
+        None => mm_response(MmReply::Json(status, json), request_id, &[]),
     }
 }
 
