@@ -14,5 +14,10 @@ deps:
 run: deps
 	cargo run --release -- -c $(CONFIG)
 
+# What the tests run beside posthook (the official Standard Webhooks verifiers, from PyPI and
+# npm) is installed here by scripts/test-deps.sh; the tests find it through POSTHOOK_TEST_ENV.
+TESTENV ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/testenv
+
 test: deps
-	cargo test
+	scripts/test-deps.sh "$(TESTENV)"
+	POSTHOOK_TEST_ENV="$(TESTENV)" cargo test

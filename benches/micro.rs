@@ -66,6 +66,7 @@ fn hook(i: usize) -> HookConfig {
         username: String::new(),
         icon_url: String::new(),
         beyond: Default::default(),
+        sending: Default::default(),
     }
 }
 

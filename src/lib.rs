@@ -34,6 +34,7 @@
 //! - [`net`]: the pooled HTTP client ([`net::client`]) and the SSRF guard ([`net::guard`]).
 //! - [`config`]: the YAML file model ([`config::file`]), validation into [`Config`], errors as
 //!   `FILE:LINE:COL: field: message`.
+//! - [`signing`]: Standard Webhooks signatures (`signing_secret`) and message ids.
 //! - [`go`]: Go-compatibility helpers shared by several stages (JSON key folding, QueryEscape,
 //!   JSON string escaping, lossy UTF-8).
 //! - [`stats`]: counters for every outcome; [`logging`]: the log policy that keeps secrets out.
@@ -54,6 +55,8 @@ pub mod rules;
 pub mod net;
 
 pub mod config;
+pub mod signing;
+
 pub mod go;
 pub mod logging;
 pub mod stats;

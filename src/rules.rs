@@ -403,6 +403,7 @@ mod tests {
             username: String::new(),
             icon_url: String::new(),
             beyond: Default::default(),
+            sending: Default::default(),
         }
     }
 

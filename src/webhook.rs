@@ -26,6 +26,7 @@ use crate::go::{json_string_into, query_escape_into};
 use crate::mattermost::model::CreatedPost;
 use crate::net::client::{describe, read_capped, refused, Body, BodyError, HttpClient};
 use crate::net::guard::{AddressPolicy, BoxError, GuardedResolver, Resolver};
+use crate::signing::{self, Secret};
 
 /// `User-Agent` Mattermost's transport forces on integration requests.
 pub const USER_AGENT: &str = "Mattermost-Bot/1.1";
@@ -218,12 +219,23 @@ pub struct Delivery {
     pub hook_index: usize,
     pub hook: Arc<HookConfig>,
     pub callback_host: String,
+    /// `webhook-id` (`msg_…`) for a hook that is signed; `None`: Mattermost's request.
+    pub webhook_id: Option<String>,
 }
 
 impl Delivery {
-    /// `hook=0 name="Build" post=… host=…`: the fields that open every delivery and reply
-    /// log line; the hook is named by its `id`, or by its position when it has none. Only the callback's host is ever shown, never its URL (a query may carry a
-    /// secret), and never the hook's token.
+    /// The Standard Webhooks headers this delivery's requests carry.
+    pub fn signing(&self) -> Signing<'_> {
+        Signing {
+            webhook_id: self.webhook_id.as_deref(),
+            secrets: &self.hook.sending.signing_secrets,
+        }
+    }
+
+    /// `hook=0 name="Build" post=… host=…` (and `webhook_id=msg_…` when the request has one):
+    /// the fields that open every delivery and reply log line; the hook is named by its `id`,
+    /// or by its position when it has none. Only the callback's host is ever shown, never its
+    /// URL (a query may carry a secret), and never the hook's token or signing secrets.
     pub fn log_fields(&self) -> LogFields<'_> {
         LogFields(self)
     }
@@ -248,6 +260,7 @@ impl Delivery {
             hook_index: 0,
             hook: Arc::new(config.hooks[0].clone()),
             callback_host: "ci.example".into(),
+            webhook_id: None,
         }
     }
 }
@@ -265,8 +278,29 @@ impl fmt::Display for LogFields<'_> {
             d.hook.display_name,
             d.post.id,
             d.callback_host
-        )
+        )?;
+        match &d.webhook_id {
+            Some(id) => write!(f, " webhook_id={id}"),
+            None => Ok(()),
+        }
     }
+}
+
+/// The Standard Webhooks headers of a request: `webhook-id` when there is one; with secrets,
+/// also `webhook-timestamp` (this attempt's, in seconds) and `webhook-signature` (one `v1`
+/// entry per secret over the bytes actually sent).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Signing<'a> {
+    pub webhook_id: Option<&'a str>,
+    pub secrets: &'a [Secret],
+}
+
+impl Signing<'_> {
+    /// Mattermost's request: no such header.
+    pub const NONE: Signing<'static> = Signing {
+        webhook_id: None,
+        secrets: &[],
+    };
 }
 
 /// The client that sends webhook requests. Cheap to clone.
@@ -325,6 +359,7 @@ impl WebhookClient {
         url: &Url,
         content_type: ContentType,
         body: Bytes,
+        signing: Signing<'_>,
     ) -> Result<WebhookAnswer, DeliveryError> {
         let mime = match content_type {
             ContentType::Form => "application/x-www-form-urlencoded",
@@ -339,9 +374,16 @@ impl WebhookClient {
             let mut body = Some(body);
             let mut referer: Option<String> = None;
             let mut redirects = 0;
+            let timestamp = signing::unix_seconds();
             loop {
                 self.check_literal(&url)?;
-                let request = build_request(&url, mime, body.as_ref(), referer.as_deref())?;
+                let mut request = build_request(&url, mime, body.as_ref(), referer.as_deref())?;
+                add_signing(
+                    &mut request,
+                    signing,
+                    timestamp,
+                    body.as_deref().unwrap_or(&[]),
+                )?;
                 let response = self.http.send(request).await.map_err(classify)?;
                 let status = response.status();
                 if let Some(next) = redirect_target(&response, &url) {
@@ -418,6 +460,30 @@ fn build_request(
     request
         .body(Body::new(body.cloned().unwrap_or_default()))
         .map_err(|e| DeliveryError::Http(format!("unusable request: {e}")))
+}
+
+/// Adds `signing`'s headers to `request`, whose body is `body`.
+fn add_signing(
+    request: &mut http::Request<Body>,
+    signing: Signing<'_>,
+    timestamp: i64,
+    body: &[u8],
+) -> Result<(), DeliveryError> {
+    let Some(id) = signing.webhook_id else {
+        return Ok(());
+    };
+    let value = |v: String| {
+        http::HeaderValue::try_from(v)
+            .map_err(|e| DeliveryError::Http(format!("unusable signing header: {e}")))
+    };
+    let headers = request.headers_mut();
+    headers.insert("webhook-id", value(id.to_string())?);
+    if !signing.secrets.is_empty() {
+        headers.insert("webhook-timestamp", value(timestamp.to_string())?);
+        let signature = signing::signature(signing.secrets, id, timestamp, body);
+        headers.insert("webhook-signature", value(signature)?);
+    }
+    Ok(())
 }
 
 /// Where a redirect answer points, when it is one to follow: 301, 302, 303, 307 or 308 with

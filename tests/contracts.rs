@@ -53,6 +53,7 @@ enum Kind {
     Thread,
     ChannelTypes,
     Events,
+    Secrets,
 }
 
 impl Kind {
@@ -69,6 +70,7 @@ impl Kind {
             Kind::Thread => ("[root]", "a list"),
             Kind::ChannelTypes => ("O", "a string"),
             Kind::Events => ("edited", "a string"),
+            Kind::Secrets => ("{a: 1}", "a mapping"),
         }
     }
 
@@ -85,6 +87,7 @@ impl Kind {
             Kind::Thread => "any, root or reply",
             Kind::ChannelTypes => "a list of O, P, D, G",
             Kind::Events => "a list of posted, edited",
+            Kind::Secrets => "a whsec_ secret or a list of them",
         }
     }
 }
@@ -142,6 +145,7 @@ const KEYS: &[(&str, &str, Kind)] = &[
     ("hooks", "thread", Kind::Thread),
     ("hooks", "channel_types", Kind::ChannelTypes),
     ("hooks", "events", Kind::Events),
+    ("hooks", "signing_secret", Kind::Secrets),
     ("hooks", "from_users", Kind::Texts),
     ("hooks", "exclude_bots", Kind::Flag),
     ("hooks", "trigger_pattern", Kind::Text),

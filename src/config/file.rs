@@ -83,6 +83,43 @@ pub struct Hook {
     pub thread: Option<Str>,
     pub payload_extras: Option<bool>,
     pub trigger_pattern: Option<Str>,
+    // Reliable delivery (opt-in).
+    pub signing_secret: Option<Spanned<OneOrMany>>,
+}
+
+/// One string, or a list of them. Read by hand rather than as an untagged enum, which would
+/// buffer the value and lose the places of the list's entries.
+#[derive(Debug)]
+pub enum OneOrMany {
+    /// The string (its place is the enclosing `Spanned`'s).
+    One(String),
+    Many(Vec<Str>),
+}
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany::One(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<OneOrMany, A::Error> {
+                let mut all = Vec::new();
+                while let Some(s) = seq.next_element::<Str>()? {
+                    all.push(s);
+                }
+                Ok(OneOrMany::Many(all))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `exact`, `starts_with`, or Mattermost's numeric `0` / `1`.
@@ -130,6 +167,7 @@ pub fn expected(key: &str) -> Option<&'static str> {
         | "callback_urls"
         | "from_users" => "a list of strings",
         "channel_types" => "a list of O, P, D, G",
+        "signing_secret" => "a whsec_ secret or a list of them",
         "events" => "a list of posted, edited",
         "settings" | "server" | "limits" => "a mapping",
         "hooks" => "a list of hooks",
@@ -143,6 +181,7 @@ pub fn expected_element(key: &str) -> Option<&'static str> {
     match expected(key)? {
         "a list of strings" => Some("a string"),
         "a list of O, P, D, G" => Some("one of O, P, D, G"),
+        "a whsec_ secret or a list of them" => Some("a whsec_ secret"),
         "a list of posted, edited" => Some("posted or edited"),
         "a list of hooks" => Some("a hook (a mapping of its keys)"),
         _ => None,

@@ -10,6 +10,7 @@
 mod beyond;
 mod error;
 pub mod file;
+mod sending;
 mod validate;
 
 use std::fmt;
@@ -54,6 +55,17 @@ pub struct HookConfig {
     pub icon_url: String,
     /// posthook's opt-in keys beyond Mattermost's hook model.
     pub beyond: Beyond,
+    /// How requests are sent beyond Mattermost's one unsigned attempt (opt-in).
+    pub sending: Sending,
+}
+
+/// A hook's opt-in keys of reliable delivery (README "Signing"). The defaults send exactly
+/// Mattermost's request, once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sending {
+    /// `signing_secret`: each signs every request (Standard Webhooks), several for rotation;
+    /// empty: unsigned.
+    pub signing_secrets: Vec<crate::signing::Secret>,
 }
 
 /// A hook's keys beyond Mattermost's model (README "Beyond Mattermost"). The defaults behave
@@ -220,6 +232,13 @@ impl Thread {
     }
 }
 
+impl Sending {
+    /// Whether requests carry the Standard Webhooks headers.
+    pub fn is_signed(&self) -> bool {
+        !self.signing_secrets.is_empty()
+    }
+}
+
 impl Beyond {
     /// Whether deciding needs the author's user record (username, bot flag).
     pub fn needs_author(&self) -> bool {
@@ -266,6 +285,7 @@ impl fmt::Debug for HookConfig {
             .field("callback_urls", &self.callback_urls.len())
             .field("content_type", &self.content_type)
             .field("token", &"<redacted>")
+            .field("signing_secrets", &self.sending.signing_secrets.len())
             .finish_non_exhaustive()
     }
 }

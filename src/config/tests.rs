@@ -231,6 +231,72 @@ fn debug_output_never_shows_secrets() {
         !shown.contains("bottoken123") && !shown.contains("hooksecret"),
         "{shown}"
     );
+    let c = load(&format!(
+        "{MINIMAL}hooks:\n  - trigger_words: [a]\n    callback_urls: [\"http://x\"]\n    token: t\n    signing_secret: {SECRET_A}\n"
+    ))
+    .unwrap();
+    let shown = format!("{c:?}");
+    assert!(!shown.contains(&SECRET_A[6..12]), "{shown}");
+}
+
+/// The secrets of the Standard Webhooks test vector (24-byte keys).
+const SECRET_A: &str = "whsec_AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcY";
+const SECRET_B: &str = "whsec_ZWZnaGlqa2xtbm9wcXJzdHV2d3h5ent8";
+
+#[test]
+fn signing_secrets_parse_one_or_several_and_errors_never_show_them() {
+    let hook = |value: &str| {
+        format!("{MINIMAL}hooks:\n  - signing_secret: {value}\n    trigger_words: [a]\n    callback_urls: [\"http://x\"]\n    token: t\n")
+    };
+    let one = load(&hook(SECRET_A)).unwrap();
+    assert_eq!(one.hooks[0].sending.signing_secrets.len(), 1);
+    assert!(one.hooks[0].sending.is_signed());
+    let two = load(&hook(&format!("[{SECRET_A}, {SECRET_B}]"))).unwrap();
+    assert_eq!(two.hooks[0].sending.signing_secrets.len(), 2);
+    assert_ne!(
+        two.hooks[0].sending.signing_secrets[0],
+        two.hooks[0].sending.signing_secrets[1]
+    );
+    let none = load(&hook("[]"));
+    assert_eq!(
+        none.unwrap_err().to_string(),
+        "posthook.yaml:5:21: hooks[0].signing_secret: must list at least one secret (leave the key out for unsigned requests)"
+    );
+    let e = err(&hook(&format!("[{SECRET_A}, whsec_c2hvcnQ=]")));
+    assert_eq!(
+        e,
+        "posthook.yaml:5:62: hooks[0].signing_secret[1]: must decode to 24 to 64 bytes, not 5 (e.g. whsec_ and the base64 of 32 random bytes)"
+    );
+    let e = err(&hook("AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcY"));
+    assert!(
+        e.starts_with("posthook.yaml:5:21: hooks[0].signing_secret: must start with whsec_"),
+        "{e}"
+    );
+    assert!(!e.contains("AQIDBAUG"), "the value is never repeated: {e}");
+    assert_eq!(
+        err(&hook("{a: 1}")),
+        "posthook.yaml:5:21: hooks[0].signing_secret: expected a whsec_ secret or a list of them, found a mapping"
+    );
+    // From the environment, like every string.
+    let c = Config::from_yaml(
+        "posthook.yaml",
+        &hook("\"${SIGNING}\""),
+        &|name| match name {
+            "BOT" => Some("bottoken123".into()),
+            "SIGNING" => Some(SECRET_B.into()),
+            _ => None,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        c.hooks[0].sending.signing_secrets,
+        two.hooks[0].sending.signing_secrets[1..]
+    );
+    let unsigned = load(&format!(
+        "{MINIMAL}hooks:\n  - trigger_words: [a]\n    callback_urls: [\"http://x\"]\n    token: t\n"
+    ))
+    .unwrap();
+    assert!(!unsigned.hooks[0].sending.is_signed());
 }
 
 #[test]

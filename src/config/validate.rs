@@ -530,6 +530,7 @@ impl Validator<'_> {
             username,
             icon_url,
             beyond: self.beyond(&p, h)?,
+            sending: self.sending(&p, h)?,
         })
     }
 }

@@ -47,6 +47,7 @@ use crate::mattermost::model::{Channel, CreatedPost, Team, User};
 use crate::mattermost::MattermostClient;
 use crate::reply::AnswerSink;
 use crate::rules::Match;
+use crate::signing;
 use crate::stats::Stats;
 use crate::webhook::{Delivery, Extras, Payload, WebhookClient};
 
@@ -374,6 +375,8 @@ impl Shared {
                             hook_index: m.hook,
                             hook: hook.clone(),
                             callback_host: url.host_str().unwrap_or_default().to_string(),
+                            // One id per callback request, kept by all its attempts.
+                            webhook_id: hook.sending.is_signed().then(signing::new_message_id),
                         };
                         (DueRequest::new(delivery, self.stats.clone()), url)
                     })
@@ -485,7 +488,12 @@ impl Shared {
     ) {
         let started = Instant::now();
         let result = webhooks
-            .send(&url, request.delivery.hook.content_type, body)
+            .send(
+                &url,
+                request.delivery.hook.content_type,
+                body,
+                request.delivery.signing(),
+            )
             .await;
         let latency = started.elapsed();
         match result {

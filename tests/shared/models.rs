@@ -53,6 +53,7 @@ pub fn hook_config(h: &HookSpec) -> HookConfig {
         username: String::new(),
         icon_url: String::new(),
         beyond: Default::default(),
+        sending: Default::default(),
     }
 }
 
