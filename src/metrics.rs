@@ -112,13 +112,37 @@ pub fn render(s: &Snapshot, queue: QueueReading) -> String {
         w,
         "posthook_deliveries_total",
         "counter",
-        "Due callback requests by outcome: delivered (an answer, any status), failed (sent or refused, no answer), dropped (never sent, or cut off in flight at shutdown).",
+        "Due callback requests by outcome: delivered (an answer, any status; with retry: a 2xx or one that yields a reply), failed (no answer, or with retry: after the last attempt), dropped (never sent, or cut off at shutdown or while waiting for a retry).",
         "outcome",
         &[
             ("delivered", s.deliveries_delivered),
             ("failed", s.deliveries_failed),
             ("dropped", s.deliveries_dropped),
         ],
+    );
+    labelled(
+        w,
+        "posthook_delivery_attempts_total",
+        "counter",
+        "Attempts of callback requests: delivered (the last of a delivered request), retry (to be tried again: hooks with retry), failed (the last of a failed request).",
+        "outcome",
+        &[
+            ("delivered", s.attempts_delivered),
+            ("retry", s.attempts_retry),
+            ("failed", s.attempts_failed),
+        ],
+    );
+    gauge(
+        w,
+        "posthook_deliveries_pending",
+        "Deliveries waiting for a retry (at most limits.max_pending_deliveries).",
+        s.deliveries_pending,
+    );
+    gauge(
+        w,
+        "posthook_hooks_disabled",
+        "Hooks disabled by a 410 Gone answer.",
+        s.hooks_disabled,
     );
     counter(
         w,
@@ -312,6 +336,9 @@ mod tests {
             ("posthook_hook_matches_total", "counter"),
             ("posthook_deliveries_due_total", "counter"),
             ("posthook_deliveries_total", "counter"),
+            ("posthook_delivery_attempts_total", "counter"),
+            ("posthook_deliveries_pending", "gauge"),
+            ("posthook_hooks_disabled", "gauge"),
             ("posthook_replies_total", "counter"),
             ("posthook_delivery_duration_seconds", "histogram"),
             ("posthook_queue_depth", "gauge"),

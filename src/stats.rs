@@ -75,6 +75,15 @@ counters! {
     deliveries_dropped,
     /// Webhook answers that posted a reply (one per answer, however many parts).
     replies_posted,
+    /// Attempts of callback requests, by how each ended: the last of a delivered request, one
+    /// that will be tried again, the last of a failed one.
+    attempts_delivered,
+    attempts_retry,
+    attempts_failed,
+    /// Gauge: deliveries waiting for a retry.
+    deliveries_pending,
+    /// Gauge: hooks disabled by a `410 Gone` answer.
+    hooks_disabled,
     /// Webhook answers whose reply could not be decoded, built or posted.
     replies_failed,
     /// Webhook answers that asked for no reply.

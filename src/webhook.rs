@@ -202,6 +202,10 @@ pub enum DeliveryError {
     Body(#[source] BodyError),
     #[error("response larger than {MAX_RESPONSE_BYTES} bytes")]
     TooLarge,
+    /// An answer that counts as a failure for a hook with `retry` (5xx, 429, 410, or another
+    /// status without a reply on the last attempt).
+    #[error("answered HTTP {0}")]
+    Status(u16),
 }
 
 /// A webhook's answer: status (informational only: Mattermost ignores it) and at most
@@ -210,6 +214,8 @@ pub enum DeliveryError {
 pub struct WebhookAnswer {
     pub status: u16,
     pub body: Bytes,
+    /// What the answer's `Retry-After` asks (only retries look at it).
+    pub retry_after: Option<Duration>,
 }
 
 /// One webhook request that got an answer, with what a reply needs to know.
@@ -224,11 +230,13 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// The Standard Webhooks headers this delivery's requests carry.
-    pub fn signing(&self) -> Signing<'_> {
-        Signing {
+    /// How this delivery's requests are sent: the Standard Webhooks headers they carry and
+    /// the hook's deadline.
+    pub fn send_options(&self) -> SendOptions<'_> {
+        SendOptions {
             webhook_id: self.webhook_id.as_deref(),
             secrets: &self.hook.sending.signing_secrets,
+            timeout: self.hook.sending.timeout,
         }
     }
 
@@ -286,20 +294,24 @@ impl fmt::Display for LogFields<'_> {
     }
 }
 
-/// The Standard Webhooks headers of a request: `webhook-id` when there is one; with secrets,
-/// also `webhook-timestamp` (this attempt's, in seconds) and `webhook-signature` (one `v1`
-/// entry per secret over the bytes actually sent).
+/// How one request is sent beyond Mattermost's: the Standard Webhooks headers — `webhook-id`
+/// when there is one; with secrets, also `webhook-timestamp` (this attempt's, in seconds) and
+/// `webhook-signature` (one `v1` entry per secret over the bytes actually sent) — and the
+/// hook's own deadline.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Signing<'a> {
+pub struct SendOptions<'a> {
     pub webhook_id: Option<&'a str>,
     pub secrets: &'a [Secret],
+    /// The whole-request deadline; `None`: the client's (the settings').
+    pub timeout: Option<Duration>,
 }
 
-impl Signing<'_> {
-    /// Mattermost's request: no such header.
-    pub const NONE: Signing<'static> = Signing {
+impl SendOptions<'_> {
+    /// Mattermost's request: no such header, the settings' deadline.
+    pub const NONE: SendOptions<'static> = SendOptions {
         webhook_id: None,
         secrets: &[],
+        timeout: None,
     };
 }
 
@@ -359,7 +371,7 @@ impl WebhookClient {
         url: &Url,
         content_type: ContentType,
         body: Bytes,
-        signing: Signing<'_>,
+        options: SendOptions<'_>,
     ) -> Result<WebhookAnswer, DeliveryError> {
         let mime = match content_type {
             ContentType::Form => "application/x-www-form-urlencoded",
@@ -380,7 +392,7 @@ impl WebhookClient {
                 let mut request = build_request(&url, mime, body.as_ref(), referer.as_deref())?;
                 add_signing(
                     &mut request,
-                    signing,
+                    options,
                     timestamp,
                     body.as_deref().unwrap_or(&[]),
                 )?;
@@ -400,6 +412,7 @@ impl WebhookClient {
                     url = Cow::Owned(next);
                     continue;
                 }
+                let retry_after = retry_after(response.headers());
                 let gzip = response
                     .headers()
                     .get(http::header::CONTENT_ENCODING)
@@ -410,12 +423,14 @@ impl WebhookClient {
                 return Ok(WebhookAnswer {
                     status: status.as_u16(),
                     body,
+                    retry_after,
                 });
             }
         });
-        match tokio::time::timeout(self.timeout, exchange).await {
+        let timeout = options.timeout.unwrap_or(self.timeout);
+        match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result,
-            Err(_) => Err(DeliveryError::Timeout(self.timeout)),
+            Err(_) => Err(DeliveryError::Timeout(timeout)),
         }
     }
 
@@ -465,7 +480,7 @@ fn build_request(
 /// Adds `signing`'s headers to `request`, whose body is `body`.
 fn add_signing(
     request: &mut http::Request<Body>,
-    signing: Signing<'_>,
+    signing: SendOptions<'_>,
     timestamp: i64,
     body: &[u8],
 ) -> Result<(), DeliveryError> {
@@ -484,6 +499,24 @@ fn add_signing(
         headers.insert("webhook-signature", value(signature)?);
     }
     Ok(())
+}
+
+/// How long `Retry-After` asks to wait: delay-seconds, or an HTTP date (from now; a date in
+/// the past is no wait). `None` when absent or unreadable.
+fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let value = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
 }
 
 /// Where a redirect answer points, when it is one to follow: 301, 302, 303, 307 or 308 with

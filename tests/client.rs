@@ -17,7 +17,9 @@ use posthook::config::{AllowEntry, ContentType};
 use posthook::mattermost::{ClientLimits, MattermostClient, DEFAULT_MAX_ANSWER_BYTES};
 use posthook::net::{AddressPolicy, Resolver};
 use posthook::stats::Stats;
-use posthook::webhook::{DeliveryError, Signing, WebhookAnswer, WebhookClient, MAX_RESPONSE_BYTES};
+use posthook::webhook::{
+    DeliveryError, SendOptions, WebhookAnswer, WebhookClient, MAX_RESPONSE_BYTES,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use url::Url;
@@ -42,7 +44,12 @@ fn client() -> WebhookClient {
 /// The webhook client POSTing the test's form payload to `url`.
 async fn post_form(url: &Url) -> Result<WebhookAnswer, DeliveryError> {
     client()
-        .send(url, ContentType::Form, Bytes::from(PAYLOAD), Signing::NONE)
+        .send(
+            url,
+            ContentType::Form,
+            Bytes::from(PAYLOAD),
+            SendOptions::NONE,
+        )
         .await
 }
 
@@ -219,7 +226,7 @@ async fn the_request_is_the_one_gos_client_sends() {
             &ep.url("/json"),
             ContentType::Json,
             Bytes::from("{}"),
-            Signing::NONE,
+            SendOptions::NONE,
         )
         .await
         .unwrap();

@@ -57,6 +57,7 @@ pub struct Limits {
     pub lookup_cache_ttl_seconds: Option<Spanned<u64>>,
     pub lookup_cache_max_entries: Option<Spanned<u64>>,
     pub lookup_timeout_seconds: Option<Spanned<u64>>,
+    pub max_pending_deliveries: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,6 +86,17 @@ pub struct Hook {
     pub trigger_pattern: Option<Str>,
     // Reliable delivery (opt-in).
     pub signing_secret: Option<Spanned<OneOrMany>>,
+    pub retry: Option<Spanned<Retry>>,
+    pub timeout_seconds: Option<Spanned<u64>>,
+}
+
+/// `retry` of a hook.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    pub attempts: Option<Spanned<u64>>,
+    pub initial_seconds: Option<Spanned<u64>>,
+    pub max_seconds: Option<Spanned<u64>>,
 }
 
 /// One string, or a list of them. Read by hand rather than as an untagged enum, which would
@@ -151,7 +163,11 @@ pub fn expected(key: &str) -> Option<&'static str> {
         | "graceful_shutdown_timeout_seconds"
         | "upstream_connect_timeout_seconds"
         | "lookup_cache_ttl_seconds"
-        | "lookup_timeout_seconds" => "a whole number of seconds",
+        | "lookup_timeout_seconds"
+        | "timeout_seconds"
+        | "initial_seconds"
+        | "max_seconds" => "a whole number of seconds",
+        "attempts" => "a whole number",
         "max_post_size"
         | "threads"
         | "upstream_keepalive_pool_size"
@@ -160,6 +176,7 @@ pub fn expected(key: &str) -> Option<&'static str> {
         | "queue_capacity"
         | "max_concurrent_jobs"
         | "max_concurrent_deliveries"
+        | "max_pending_deliveries"
         | "max_idle_connections_per_host"
         | "lookup_cache_max_entries" => "a whole number",
         "allowed_untrusted_internal_connections"
@@ -169,7 +186,7 @@ pub fn expected(key: &str) -> Option<&'static str> {
         "channel_types" => "a list of O, P, D, G",
         "signing_secret" => "a whsec_ secret or a list of them",
         "events" => "a list of posted, edited",
-        "settings" | "server" | "limits" => "a mapping",
+        "settings" | "server" | "limits" | "retry" => "a mapping",
         "hooks" => "a list of hooks",
         "trigger_when" => "exact, starts_with, 0 or 1",
         _ => return None,

@@ -66,6 +66,19 @@ pub struct Sending {
     /// `signing_secret`: each signs every request (Standard Webhooks), several for rotation;
     /// empty: unsigned.
     pub signing_secrets: Vec<crate::signing::Secret>,
+    /// `retry`: attempts and backoff; `None`: one attempt, as Mattermost.
+    pub retry: Option<Retry>,
+    /// `timeout_seconds`: this hook's whole-request deadline; `None`: the settings' one.
+    pub timeout: Option<Duration>,
+}
+
+/// A hook's `retry`: up to `attempts` in all; retry n (1 for the first) waits
+/// min(`max`, `initial`·2ⁿ⁻¹) ±20 %, at least min(`Retry-After`, `max`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    pub attempts: u32,
+    pub initial: Duration,
+    pub max: Duration,
 }
 
 /// A hook's keys beyond Mattermost's model (README "Beyond Mattermost"). The defaults behave
@@ -237,6 +250,11 @@ impl Sending {
     pub fn is_signed(&self) -> bool {
         !self.signing_secrets.is_empty()
     }
+
+    /// Whether requests carry a `webhook-id` (signed or retried: receivers drop repeats by it).
+    pub fn has_webhook_id(&self) -> bool {
+        self.is_signed() || self.retry.is_some()
+    }
 }
 
 impl Beyond {
@@ -333,6 +351,9 @@ pub struct Limits {
     pub lookup_cache_ttl: Duration,
     pub lookup_cache_max_entries: u64,
     pub lookup_timeout: Duration,
+    /// Deliveries waiting for a retry at once; beyond it, a delivery that would wait is
+    /// dropped (counted) instead.
+    pub max_pending_deliveries: usize,
 }
 
 /// The upstream Mattermost server.
@@ -408,6 +429,7 @@ pub mod defaults {
     pub const LOOKUP_CACHE_TTL_SECS: u64 = 60;
     pub const LOOKUP_CACHE_MAX_ENTRIES: u64 = 10_000;
     pub const LOOKUP_TIMEOUT_SECS: u64 = 10;
+    pub const MAX_PENDING_DELIVERIES: u64 = 100_000;
 }
 
 #[cfg(test)]

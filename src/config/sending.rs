@@ -4,7 +4,13 @@
 use super::error::ConfigError;
 use super::file::{self, OneOrMany};
 use super::validate::Validator;
-use super::Sending;
+use super::{Retry, Sending};
+use std::time::Duration;
+
+/// Most attempts a `retry` may ask for.
+const MAX_ATTEMPTS: u64 = 100;
+/// Longest delay, timeout or backoff bound a hook may set (a day).
+const MAX_SECONDS: u64 = 86_400;
 use crate::signing::Secret;
 
 impl Validator<'_> {
@@ -47,6 +53,81 @@ impl Validator<'_> {
                 secrets
             }
         };
-        Ok(Sending { signing_secrets })
+        let retry = match &h.retry {
+            None => None,
+            Some(r) => Some(self.retry(&format!("{p}.retry"), r)?),
+        };
+        let timeout = match &h.timeout_seconds {
+            None => None,
+            Some(t) => Some(self.seconds(&format!("{p}.timeout_seconds"), t, 1)?),
+        };
+        Ok(Sending {
+            signing_secrets,
+            retry,
+            timeout,
+        })
+    }
+
+    /// `retry`: `attempts` required (1 to 100), `initial_seconds` default 5, `max_seconds`
+    /// default 3600 and not below `initial_seconds`.
+    fn retry(
+        &self,
+        field: &str,
+        r: &serde_saphyr::Spanned<file::Retry>,
+    ) -> Result<Retry, ConfigError> {
+        let Some(attempts) = &r.value.attempts else {
+            return Err(self.err(
+                r.referenced,
+                &format!("{field}.attempts"),
+                "is required (attempts in all, the first one included)",
+            ));
+        };
+        if !(1..=MAX_ATTEMPTS).contains(&attempts.value) {
+            return Err(self.err(
+                attempts.referenced,
+                &format!("{field}.attempts"),
+                format!("must be 1 to {MAX_ATTEMPTS}"),
+            ));
+        }
+        let initial = match &r.value.initial_seconds {
+            None => Duration::from_secs(5),
+            Some(s) => self.seconds(&format!("{field}.initial_seconds"), s, 1)?,
+        };
+        let max = match &r.value.max_seconds {
+            None => Duration::from_secs(3600).max(initial),
+            Some(s) => {
+                let max = self.seconds(&format!("{field}.max_seconds"), s, 1)?;
+                if max < initial {
+                    return Err(self.err(
+                        s.referenced,
+                        &format!("{field}.max_seconds"),
+                        "must not be below initial_seconds",
+                    ));
+                }
+                max
+            }
+        };
+        Ok(Retry {
+            attempts: attempts.value as u32,
+            initial,
+            max,
+        })
+    }
+
+    /// A whole number of seconds from `min` to a day.
+    fn seconds(
+        &self,
+        field: &str,
+        s: &serde_saphyr::Spanned<u64>,
+        min: u64,
+    ) -> Result<Duration, ConfigError> {
+        if !(min..=MAX_SECONDS).contains(&s.value) {
+            return Err(self.err(
+                s.referenced,
+                field,
+                format!("must be {min} to {MAX_SECONDS} seconds"),
+            ));
+        }
+        Ok(Duration::from_secs(s.value))
     }
 }

@@ -380,6 +380,10 @@ fn every_key_of_the_file_has_words_for_its_type() {
         ("server", "server:\n  zz_unknown: 1\n"),
         ("limits", "limits:\n  zz_unknown: 1\n"),
         ("hooks[0]", "hooks:\n  - zz_unknown: 1\n"),
+        (
+            "hooks[0].retry",
+            "hooks:\n  - retry:\n      zz_unknown: 1\n",
+        ),
     ];
     for (section, text) in sections {
         let e = err(&format!("{MINIMAL}{text}"));
@@ -625,5 +629,72 @@ fn trigger_pattern_compiles_and_excludes_trigger_words() {
         let text =
             format!("{MINIMAL}hooks:\n{hook}    callback_urls: [\"http://x\"]\n    token: t\n");
         assert_eq!(err(&text), *want, "{hook}");
+    }
+}
+
+#[test]
+fn retry_and_timeout_parse_with_defaults_and_located_errors() {
+    let hook = |extra: &str| {
+        format!("{MINIMAL}hooks:\n  - trigger_words: [a]\n    callback_urls: [\"http://x\"]\n    token: t\n{extra}")
+    };
+    let c = load(&hook("    retry: {attempts: 4}\n    timeout_seconds: 7\n")).unwrap();
+    let s = &c.hooks[0].sending;
+    assert_eq!(
+        s.retry,
+        Some(Retry {
+            attempts: 4,
+            initial: Duration::from_secs(5),
+            max: Duration::from_secs(3600)
+        })
+    );
+    assert_eq!(s.timeout, Some(Duration::from_secs(7)));
+    assert!(s.has_webhook_id() && !s.is_signed());
+    let c = load(&hook(
+        "    retry:\n      attempts: 2\n      initial_seconds: 1\n      max_seconds: 2\n",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.hooks[0].sending.retry.unwrap().max,
+        Duration::from_secs(2)
+    );
+    let none = load(&hook("")).unwrap();
+    assert_eq!(
+        none.hooks[0].sending,
+        Sending::default(),
+        "one attempt, as Mattermost"
+    );
+    assert!(!none.hooks[0].sending.has_webhook_id());
+    let rows: &[(&str, &str)] = &[
+        (
+            "    retry: {initial_seconds: 2}\n",
+            "posthook.yaml:8:12: hooks[0].retry.attempts: is required (attempts in all, the first one included)",
+        ),
+        (
+            "    retry: {attempts: 0}\n",
+            "posthook.yaml:8:23: hooks[0].retry.attempts: must be 1 to 100",
+        ),
+        (
+            "    retry: {attempts: 3, initial_seconds: 10, max_seconds: 5}\n",
+            "posthook.yaml:8:60: hooks[0].retry.max_seconds: must not be below initial_seconds",
+        ),
+        (
+            "    retry: {attempts: 3, initial_seconds: 0}\n",
+            "posthook.yaml:8:43: hooks[0].retry.initial_seconds: must be 1 to 86400 seconds",
+        ),
+        (
+            "    retry: {attempts: 3, backoff: 2}\n",
+            "posthook.yaml:8:26: hooks[0].retry.backoff: unknown key (expected one of: attempts, initial_seconds, max_seconds)",
+        ),
+        (
+            "    timeout_seconds: 0\n",
+            "posthook.yaml:8:22: hooks[0].timeout_seconds: must be 1 to 86400 seconds",
+        ),
+        (
+            "    retry: 3\n",
+            "posthook.yaml:8:12: hooks[0].retry: expected a mapping, found a number",
+        ),
+    ];
+    for (extra, want) in rows {
+        assert_eq!(err(&hook(extra)), *want, "{extra}");
     }
 }

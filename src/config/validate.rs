@@ -376,6 +376,13 @@ impl Validator<'_> {
                 1,
                 100_000,
             )? as usize,
+            max_pending_deliveries: self.number(
+                &l.max_pending_deliveries,
+                "limits.max_pending_deliveries",
+                defaults::MAX_PENDING_DELIVERIES,
+                0,
+                100_000_000,
+            )? as usize,
             max_idle_connections_per_host: self.number(
                 &l.max_idle_connections_per_host,
                 "limits.max_idle_connections_per_host",

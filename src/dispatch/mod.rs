@@ -24,10 +24,12 @@
 mod created;
 mod due;
 pub mod queue;
+mod retry;
+mod send;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -49,7 +51,7 @@ use crate::reply::AnswerSink;
 use crate::rules::Match;
 use crate::signing;
 use crate::stats::Stats;
-use crate::webhook::{Delivery, Extras, Payload, WebhookClient};
+use crate::webhook::{Delivery, Extras, Payload};
 
 /// Tells whether the dispatcher is idle: no job queued or being processed, and no delivery
 /// (or its reply) in flight. Used to end a graceful shutdown as soon as the work is done.
@@ -83,6 +85,13 @@ struct Shared {
     max_decoded: usize,
     job_permits: Arc<Semaphore>,
     delivery_permits: Arc<Semaphore>,
+    /// Retry attempts also take one of these: at most half of the delivery permits, so that
+    /// retries never starve fresh posts.
+    retry_permits: Arc<Semaphore>,
+    /// Deliveries waiting for a retry, at most.
+    max_pending: usize,
+    /// Hooks a `410 Gone` disabled (by name), with the reason; until a restart.
+    disabled: std::sync::Mutex<std::collections::HashMap<String, String>>,
     seen: moka::future::Cache<String, ()>,
     sink: Arc<dyn AnswerSink>,
 }
@@ -111,6 +120,11 @@ impl Dispatcher {
             max_decoded: limits.max_decoded_body_bytes,
             job_permits: Arc::new(Semaphore::new(limits.max_concurrent_jobs)),
             delivery_permits: Arc::new(Semaphore::new(limits.max_concurrent_deliveries)),
+            retry_permits: Arc::new(Semaphore::new(
+                (limits.max_concurrent_deliveries / 2).max(1),
+            )),
+            max_pending: limits.max_pending_deliveries,
+            disabled: Default::default(),
             // Mattermost answers a retried post (same pending_post_id) with the same post: fire once.
             seen: moka::future::Cache::builder()
                 .max_capacity(limits.queue_capacity.max(10_000) as u64)
@@ -237,6 +251,7 @@ impl Shared {
             beyond.channel_types.contains(&channel.channel_type)
                 && beyond.thread.admits(&post.root_id)
         });
+        self.drop_disabled(&live, &mut matches);
         self.filter_by_author(&live, &post, &mut matches).await;
         if matches.is_empty() {
             return;
@@ -376,7 +391,7 @@ impl Shared {
                             hook: hook.clone(),
                             callback_host: url.host_str().unwrap_or_default().to_string(),
                             // One id per callback request, kept by all its attempts.
-                            webhook_id: hook.sending.is_signed().then(signing::new_message_id),
+                            webhook_id: hook.sending.has_webhook_id().then(signing::new_message_id),
                         };
                         (DueRequest::new(delivery, self.stats.clone()), url)
                     })
@@ -467,49 +482,12 @@ impl Shared {
                     continue;
                 };
                 let shared = self.clone();
-                let webhooks = live.webhooks.clone();
                 let url = url.clone();
                 let body = body.clone();
                 tokio::spawn(async move {
-                    let _permit = permit;
-                    shared.deliver(&webhooks, request, url, body).await;
+                    shared.deliver(request, url, body, vec![permit]).await;
                 });
             }
-        }
-    }
-
-    /// Sends one request and hands its answer to the sink.
-    async fn deliver(
-        &self,
-        webhooks: &WebhookClient,
-        mut request: DueRequest,
-        url: url::Url,
-        body: Bytes,
-    ) {
-        let started = Instant::now();
-        let result = webhooks
-            .send(
-                &url,
-                request.delivery.hook.content_type,
-                body,
-                request.delivery.signing(),
-            )
-            .await;
-        let latency = started.elapsed();
-        match result {
-            Ok(answer) => {
-                request.settle(Outcome::Delivered {
-                    status: answer.status,
-                    latency,
-                });
-                let delivery = request.delivery.clone();
-                drop(request);
-                self.sink.handle(delivery, answer).await;
-            }
-            Err(error) => request.settle(Outcome::Failed {
-                error: &error,
-                latency,
-            }),
         }
     }
 }

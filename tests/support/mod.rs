@@ -46,7 +46,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 #[allow(unused_imports)]
 pub use raw::{http_request, RawConn, RawResponse};
 #[allow(unused_imports)]
-pub use receiver::{Responder, WebhookReceiver};
+pub use receiver::{Answer, Responder, WebhookReceiver};
 #[allow(unused_imports)]
 pub use server::RecordedRequest;
 #[allow(unused_imports)]

@@ -27,6 +27,38 @@ pub enum Responder {
     Hang,
     /// Waits, then 200 `application/json` with this body.
     Delay(Duration, String),
+    /// Answers in turn, one per request, the last one to every request after it.
+    Script(Vec<Answer>),
+}
+
+/// One scripted answer: status, extra headers, and a JSON body.
+#[allow(dead_code)]
+#[derive(Clone, Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+}
+
+#[allow(dead_code)]
+impl Answer {
+    pub fn status(status: u16) -> Answer {
+        Answer {
+            status,
+            headers: Vec::new(),
+            body: String::new(),
+        }
+    }
+
+    pub fn header(mut self, name: &'static str, value: &str) -> Answer {
+        self.headers.push((name, value.to_string()));
+        self
+    }
+
+    pub fn body(mut self, body: &str) -> Answer {
+        self.body = body.to_string();
+        self
+    }
 }
 
 #[allow(dead_code)]
@@ -156,7 +188,15 @@ async fn handle_hook(shared: Arc<RecvShared>, req: Request<Incoming>, meta: Requ
         .path_and_query()
         .map_or_else(|| req.uri().path().to_string(), |p| p.as_str().to_string());
     let (body, body_len) = read_body(req.into_body(), RECORD_BODY_LIMIT).await;
-    let responder = lock(&shared.responder).clone();
+    let responder = {
+        let mut r = lock(&shared.responder);
+        match &mut *r {
+            Responder::Script(answers) if answers.len() > 1 => {
+                Responder::Script(vec![answers.remove(0)])
+            }
+            other => other.clone(),
+        }
+    };
     lock(&shared.requests).push(RecordedRequest {
         method,
         path_and_query,
@@ -179,6 +219,14 @@ async fn handle_hook(shared: Arc<RecvShared>, req: Request<Incoming>, meta: Requ
         Responder::Delay(d, body) => {
             tokio::time::sleep(d).await;
             json(200, body)
+        }
+        Responder::Script(answers) => {
+            let Some(a) = answers.into_iter().next() else {
+                return json(200, String::new());
+            };
+            let mut headers = vec![("Content-Type", "application/json".to_string())];
+            headers.extend(a.headers);
+            response(a.status, &headers, a.body.into_bytes())
         }
     }
 }
