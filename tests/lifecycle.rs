@@ -7,119 +7,12 @@
 mod harness;
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use harness::binary::Proc;
 use harness::*;
 use support::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_posthook");
-
-/// The posthook binary as a child process, with its log lines collected.
-struct Proc {
-    child: Child,
-    addr: std::net::SocketAddr,
-    path: PathBuf,
-    logs: Arc<Mutex<Vec<String>>>,
-}
-
-impl Proc {
-    async fn start(config: &str, addr: std::net::SocketAddr) -> Proc {
-        let dir = std::env::temp_dir().join(format!(
-            "posthook-life-{}-{}",
-            std::process::id(),
-            addr.port()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("posthook.yaml");
-        std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(BIN)
-            .args(["-c", path.to_str().unwrap()])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let deadline = Instant::now() + T;
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
-            assert!(Instant::now() < deadline, "posthook did not start");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        Proc {
-            child,
-            addr,
-            path,
-            logs,
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-
-    async fn wait_log(&self, what: &str) {
-        let deadline = Instant::now() + T;
-        while !self.logs.lock().unwrap().iter().any(|l| l.contains(what)) {
-            assert!(
-                Instant::now() < deadline,
-                "no log line with {what:?}; logs:\n{}",
-                self.logs.lock().unwrap().join("\n")
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    fn count_log(&self, what: &str) -> usize {
-        self.logs
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains(what))
-            .count()
-    }
-
-    /// Waits for the process to exit; returns how long that took from `since`.
-    async fn wait_exit(&mut self, since: Instant, limit: Duration) -> Duration {
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(
-                    status.success(),
-                    "exit status {status}; logs:\n{}",
-                    self.logs.lock().unwrap().join("\n")
-                );
-                return since.elapsed();
-            }
-            assert!(
-                since.elapsed() < limit,
-                "still running after {limit:?}; logs:\n{}",
-                self.logs.lock().unwrap().join("\n")
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn config(mm: &MattermostStandIn, addr: std::net::SocketAddr, grace: u64, hooks: &str) -> String {
     format!(

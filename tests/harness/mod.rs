@@ -9,6 +9,7 @@
 
 #![allow(dead_code)]
 
+pub mod binary;
 mod fixture;
 
 use std::net::{SocketAddr, TcpListener};
