@@ -49,6 +49,8 @@ pub enum BuildError {
     },
     #[error("cannot start the server thread: {0}")]
     Thread(#[source] std::io::Error),
+    #[error("store: {0}")]
+    Store(#[source] crate::store::StoreError),
 }
 
 /// Why a reload was rejected (the running configuration stays).
@@ -131,6 +133,7 @@ pub fn build(config: &Config, options: Options) -> Result<(Server, Handle), Buil
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    check_store(config)?;
     let mm =
         MattermostClient::from_config(config, stats.clone()).map_err(BuildError::Mattermost)?;
     let live = Live::build(config, options.resolver.clone())
@@ -190,6 +193,25 @@ pub fn build(config: &Config, options: Options) -> Result<(Server, Handle), Buil
         ));
     }
     Ok((server, handle))
+}
+
+/// Opens the configured store once (creating it when missing) on a thread of its own, so that
+/// a start fails early, with the reason, on a store it cannot use.
+fn check_store(config: &Config) -> Result<(), BuildError> {
+    if config.store == crate::config::StoreConfig::default() {
+        return Ok(());
+    }
+    let store = config.store.clone();
+    let checked = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| crate::store::StoreError(e.to_string()))?;
+        rt.block_on(crate::store::Store::check(&store))
+    })
+    .join()
+    .unwrap_or_else(|_| Err(crate::store::StoreError("the check panicked".into())));
+    checked.map_err(BuildError::Store)
 }
 
 /// Reloads the config file on SIGHUP. An invalid file is rejected with a log line and the

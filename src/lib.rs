@@ -14,6 +14,8 @@
 //! flow's wiring down to the leaves; a module imports only modules listed after it
 //! (`tests/layout.rs` checks that no import runs back up and that no module is circular).
 //!
+//! - [`cli`]: the admin's commands on the delivery store (`posthook deliveries`, `posthook
+//!   hooks`).
 //! - [`app`]: wiring: the proxy service, the dispatcher, metrics, the SIGHUP reloader, the
 //!   drain on SIGTERM; the seam the binary, tests and benches use ([`app::build`],
 //!   [`app::spawn`]).
@@ -28,6 +30,8 @@
 //!   [`reply::build`] (pure) and [`reply::poster`] (I/O; the dispatcher's answer sink).
 //! - [`webhook`]: byte-exact payload encoding and sending, with Go's redirect rules; a
 //!   [`webhook::Delivery`] names one callback request.
+//! - [`store`]: where deliveries are kept (memory, SQLite): intake before the first attempt,
+//!   attempts, leases and claims, the delivery log the CLI reads.
 //! - [`rules`]: first-word extraction and the compiled hook index (pure).
 //! - [`mattermost`]: the REST client with bounded, coalescing look-up caches;
 //!   [`mattermost::model`]: Mattermost's own shapes and paths.
@@ -40,6 +44,7 @@
 //! - [`stats`]: counters for every outcome; [`logging`]: the log policy that keeps secrets out.
 
 pub mod app;
+pub mod cli;
 pub mod metrics;
 pub mod proxy;
 
@@ -48,6 +53,8 @@ pub mod live;
 
 pub mod reply;
 pub mod webhook;
+
+pub mod store;
 
 pub mod mattermost;
 pub mod rules;

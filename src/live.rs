@@ -88,5 +88,8 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.limits != new.limits {
         changed.push("limits");
     }
+    if old.store != new.store {
+        changed.push("store");
+    }
     changed
 }

@@ -1,15 +1,19 @@
-//! The `posthook` binary: parse arguments, load the config, run the server.
+//! The `posthook` binary: parse arguments, load the config, run the server (or one of the
+//! store's commands).
 //!
 //! ```text
 //! posthook -c posthook.yaml        # run until SIGTERM (graceful) or SIGINT (fast);
 //!                                  # SIGHUP reloads the hooks and settings
 //! posthook -c posthook.yaml -t     # check the config and exit
+//! posthook deliveries -c posthook.yaml list|show|replay …   # the delivery log
+//! posthook hooks -c posthook.yaml list|enable …              # hooks disabled by a 410
 //! ```
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use posthook::cli;
 use posthook::config::Config;
 
 /// Outgoing webhooks for Mattermost, from a proxy in front of it.
@@ -18,14 +22,146 @@ use posthook::config::Config;
 struct Args {
     /// The YAML configuration file.
     #[arg(short = 'c', long = "config", value_name = "FILE")]
-    config: PathBuf,
+    config: Option<PathBuf>,
     /// Check the configuration and exit.
     #[arg(short = 't', long = "test")]
     test: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The delivery log of the store the config names (store.url).
+    Deliveries {
+        /// The YAML configuration file.
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: Deliveries,
+    },
+    /// The hooks of the config, and those a 410 Gone disabled.
+    Hooks {
+        /// The YAML configuration file.
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: Hooks,
+    },
+}
+
+#[derive(Subcommand)]
+enum Deliveries {
+    /// Deliveries, newest first.
+    List {
+        /// Only this hook's (its id, or its position).
+        #[arg(long)]
+        hook: Option<String>,
+        /// Only in this state: pending, delivered, failed or dropped.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only those created this recently (e.g. 30m, 1h, 2d).
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// JSON lines, one object per delivery.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One delivery: every attempt, the request body and the answer.
+    Show {
+        /// The full webhook-id (msg_…).
+        webhook_id: String,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sends a delivery again (same webhook-id), through the running service.
+    Replay {
+        /// The full webhook-id (msg_…).
+        webhook_id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum Hooks {
+    /// Each hook, enabled or disabled (with the reason).
+    List {
+        /// JSON lines, one object per hook.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Enables a hook a 410 Gone disabled.
+    Enable {
+        /// The hook's id (or its position).
+        id: String,
+    },
+}
+
+/// Runs a store command: its output on stdout, or its error on stderr (exit 1).
+fn store_command(
+    config: &std::path::Path,
+    run: impl FnOnce(&Config) -> Result<String, cli::CliError>,
+) -> ExitCode {
+    let config = match Config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    match run(&config) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("posthook: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    match args.command {
+        Some(Command::Deliveries { config, action }) => {
+            return store_command(&config, |c| match action {
+                Deliveries::List {
+                    hook,
+                    state,
+                    since,
+                    limit,
+                    json,
+                } => {
+                    let since = since.as_deref().map(cli::parse_since).transpose()?;
+                    let options = cli::ListOptions {
+                        hook,
+                        state,
+                        since,
+                        limit,
+                        json,
+                    };
+                    cli::list(c, &options)
+                }
+                Deliveries::Show { webhook_id, json } => cli::show(c, &webhook_id, json),
+                Deliveries::Replay { webhook_id } => cli::replay(c, &webhook_id),
+            })
+        }
+        Some(Command::Hooks { config, action }) => {
+            return store_command(&config, |c| match action {
+                Hooks::List { json } => cli::hooks(c, json),
+                Hooks::Enable { id } => cli::enable(c, &id),
+            })
+        }
+        None => {}
+    }
+    let Some(config_path) = args.config else {
+        eprintln!("posthook: -c FILE is required (see posthook --help)");
+        return ExitCode::from(2);
+    };
     let logger =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
             // env_logger's default layout, without styles. env_logger is built without its
@@ -50,7 +186,7 @@ fn main() -> ExitCode {
     if log::set_boxed_logger(Box::new(posthook::logging::SecretSafe::new(logger))).is_ok() {
         log::set_max_level(max_level);
     }
-    let config = match Config::load(&args.config) {
+    let config = match Config::load(&config_path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
@@ -62,7 +198,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let options = posthook::app::Options {
-        config_path: Some(args.config.clone()),
+        config_path: Some(config_path.clone()),
         ..Default::default()
     };
     match posthook::app::build(&config, options) {

@@ -146,6 +146,18 @@ pub fn render(s: &Snapshot, queue: QueueReading) -> String {
     );
     counter(
         w,
+        "posthook_store_errors_total",
+        "Store operations that failed (writes, claims, reads); deliveries go on from memory.",
+        s.store_errors,
+    );
+    counter(
+        w,
+        "posthook_deliveries_undurable_total",
+        "Deliveries sent without having been written to the store (it failed or did not commit in time).",
+        s.deliveries_undurable,
+    );
+    counter(
+        w,
         "posthook_deliveries_refused_total",
         "Failed deliveries refused by the address guard (untrusted internal address), never sent; included in outcome=\"failed\".",
         s.deliveries_refused,
@@ -339,6 +351,8 @@ mod tests {
             ("posthook_delivery_attempts_total", "counter"),
             ("posthook_deliveries_pending", "gauge"),
             ("posthook_hooks_disabled", "gauge"),
+            ("posthook_store_errors_total", "counter"),
+            ("posthook_deliveries_undurable_total", "counter"),
             ("posthook_replies_total", "counter"),
             ("posthook_delivery_duration_seconds", "histogram"),
             ("posthook_queue_depth", "gauge"),

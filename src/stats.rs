@@ -84,6 +84,10 @@ counters! {
     deliveries_pending,
     /// Gauge: hooks disabled by a `410 Gone` answer.
     hooks_disabled,
+    /// Store operations that failed (writes, claims, reads).
+    store_errors,
+    /// Deliveries sent without having been written to the store (it failed or was slow).
+    deliveries_undurable,
     /// Webhook answers whose reply could not be decoded, built or posted.
     replies_failed,
     /// Webhook answers that asked for no reply.

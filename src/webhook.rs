@@ -234,7 +234,12 @@ impl Delivery {
     /// the hook's deadline.
     pub fn send_options(&self) -> SendOptions<'_> {
         SendOptions {
-            webhook_id: self.webhook_id.as_deref(),
+            // The store keys every delivery by an id; the header goes only with the hooks that
+            // ask for it (signed or retried), so that the others send Mattermost's request.
+            webhook_id: self
+                .webhook_id
+                .as_deref()
+                .filter(|_| self.hook.sending.has_webhook_id()),
             secrets: &self.hook.sending.signing_secrets,
             timeout: self.hook.sending.timeout,
         }

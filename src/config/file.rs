@@ -21,8 +21,17 @@ pub struct File {
     pub server: Server,
     #[serde(default)]
     pub limits: Limits,
+    pub store: Option<Spanned<Store>>,
     #[serde(default)]
     pub hooks: Vec<Spanned<Hook>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Store {
+    pub url: Option<Str>,
+    pub retention_days: Option<Spanned<u64>>,
+    pub lease_margin_seconds: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -186,7 +195,10 @@ pub fn expected(key: &str) -> Option<&'static str> {
         "channel_types" => "a list of O, P, D, G",
         "signing_secret" => "a whsec_ secret or a list of them",
         "events" => "a list of posted, edited",
-        "settings" | "server" | "limits" | "retry" => "a mapping",
+        "settings" | "server" | "limits" | "retry" | "store" => "a mapping",
+        "url" => "a string",
+        "retention_days" => "a whole number of days",
+        "lease_margin_seconds" => "a whole number of seconds",
         "hooks" => "a list of hooks",
         "trigger_when" => "exact, starts_with, 0 or 1",
         _ => return None,

@@ -11,6 +11,7 @@ mod beyond;
 mod error;
 pub mod file;
 mod sending;
+mod store;
 mod validate;
 
 use std::fmt;
@@ -377,7 +378,40 @@ pub struct Config {
     pub settings: Settings,
     pub server: ServerSettings,
     pub limits: Limits,
+    /// Where deliveries are kept (`store`).
+    pub store: StoreConfig,
     pub hooks: Vec<HookConfig>,
+}
+
+/// `store`: where deliveries are kept, and for how long once finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    pub url: StoreUrl,
+    /// Finished deliveries older than this are deleted (`retention_days`).
+    pub retention: Duration,
+    /// A delivery is leased for its request's deadline plus this (`lease_margin_seconds`):
+    /// after a crash, its work is due again once the lease runs out.
+    pub lease_margin: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> StoreConfig {
+        StoreConfig {
+            url: StoreUrl::Memory,
+            retention: Duration::from_secs(7 * 86_400),
+            lease_margin: Duration::from_secs(15),
+        }
+    }
+}
+
+/// `store.url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// Nothing is kept: a restart loses waiting retries (Mattermost's behaviour, and the
+    /// default).
+    Memory,
+    /// An SQLite database file (relative paths: from the config file's directory).
+    Sqlite(std::path::PathBuf),
 }
 
 impl Config {
@@ -393,6 +427,7 @@ impl Config {
             settings: self.settings.clone(),
             server: self.server.clone(),
             limits: self.limits.clone(),
+            store: self.store.clone(),
             hooks: Vec::new(),
         }
     }
@@ -406,6 +441,7 @@ impl fmt::Debug for Config {
             .field("metrics_listen", &self.metrics_listen)
             .field("upstream", &self.upstream.base_url)
             .field("bot_token", &"<redacted>")
+            .field("store", &self.store.url)
             .field("hooks", &self.hooks.len())
             .finish_non_exhaustive()
     }

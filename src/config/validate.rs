@@ -53,7 +53,7 @@ impl From<Location> for Pos {
 }
 
 pub(super) struct Validator<'a> {
-    file_name: &'a str,
+    pub(super) file_name: &'a str,
     env: &'a dyn Fn(&str) -> Option<String>,
 }
 
@@ -191,6 +191,7 @@ impl Validator<'_> {
         let settings = self.settings(&f.settings)?;
         let server = self.server(&f.server)?;
         let limits = self.limits(&f.limits)?;
+        let store = self.store(f.store.as_ref())?;
         let hooks = f
             .hooks
             .iter()
@@ -206,6 +207,7 @@ impl Validator<'_> {
             settings,
             server,
             limits,
+            store,
             hooks,
         })
     }

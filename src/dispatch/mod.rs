@@ -23,6 +23,7 @@
 
 mod created;
 mod due;
+mod poller;
 pub mod queue;
 mod retry;
 mod send;
@@ -43,7 +44,7 @@ use due::{DueRequest, Outcome};
 use queue::QueueEnd;
 pub use queue::{BodyEncoding, DispatchHandle, Job, QueueGauge};
 
-use crate::config::{Beyond, Config, Event};
+use crate::config::{Beyond, Config, Event, StoreConfig};
 use crate::live::{Live, LiveConfig};
 use crate::mattermost::model::{Channel, CreatedPost, Team, User};
 use crate::mattermost::MattermostClient;
@@ -51,6 +52,7 @@ use crate::reply::AnswerSink;
 use crate::rules::Match;
 use crate::signing;
 use crate::stats::Stats;
+use crate::store::Store;
 use crate::webhook::{Delivery, Extras, Payload};
 
 /// Tells whether the dispatcher is idle: no job queued or being processed, and no delivery
@@ -90,14 +92,20 @@ struct Shared {
     retry_permits: Arc<Semaphore>,
     /// Deliveries waiting for a retry, at most.
     max_pending: usize,
-    /// Hooks a `410 Gone` disabled (by name), with the reason; until a restart.
+    /// Hooks a `410 Gone` disabled (by name), with the reason: until a restart with the
+    /// memory store; with a durable one, as the store says (refreshed every second).
     disabled: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Where deliveries are kept; opened when the dispatcher starts (memory until then).
+    store: std::sync::OnceLock<Store>,
+    store_config: StoreConfig,
+    /// The settings' request deadline, for a hook without `timeout_seconds` (leases).
+    default_timeout: Duration,
     seen: moka::future::Cache<String, ()>,
     sink: Arc<dyn AnswerSink>,
 }
 
 /// The matched hooks' callback requests, per match: each one due, with its URL.
-type DueRequests<'a> = Vec<Vec<(DueRequest, &'a url::Url)>>;
+type DueRequests<'a> = Vec<Vec<(DueRequest, &'a url::Url, u32)>>;
 
 impl Dispatcher {
     /// Builds the dispatcher on the swappable snapshot of the hooks (see [`crate::live`]),
@@ -125,6 +133,9 @@ impl Dispatcher {
             )),
             max_pending: limits.max_pending_deliveries,
             disabled: Default::default(),
+            store: std::sync::OnceLock::new(),
+            store_config: config.store.clone(),
+            default_timeout: config.settings.outgoing_integration_requests_timeout,
             // Mattermost answers a retried post (same pending_post_id) with the same post: fire once.
             seen: moka::future::Cache::builder()
                 .max_capacity(limits.queue_capacity.max(10_000) as u64)
@@ -153,6 +164,7 @@ impl Dispatcher {
             warn!("dispatcher started twice; the second start does nothing");
             return;
         };
+        self.shared.clone().open_store().await;
         while let Some((job, pending)) = queue.next().await {
             let Ok(permit) = self.shared.job_permits.clone().acquire_owned().await else {
                 // Never closed; should it be, the job in hand is counted with the queued ones.
@@ -384,16 +396,20 @@ impl Shared {
                 let hook = &live.hooks[m.hook];
                 hook.callback_urls
                     .iter()
-                    .map(|url| {
+                    .enumerate()
+                    .map(|(i, url)| {
                         let delivery = Delivery {
                             post: post.clone(),
                             hook_index: m.hook,
                             hook: hook.clone(),
                             callback_host: url.host_str().unwrap_or_default().to_string(),
-                            // One id per callback request, kept by all its attempts.
-                            webhook_id: hook.sending.has_webhook_id().then(signing::new_message_id),
+                            // One id per callback request, kept by all its attempts (the
+                            // store's key too; sent only when the hook is signed or retried).
+                            webhook_id: (hook.sending.has_webhook_id()
+                                || self.store().is_durable())
+                            .then(signing::new_message_id),
                         };
-                        (DueRequest::new(delivery, self.stats.clone()), url)
+                        (DueRequest::new(delivery, self.stats.clone()), url, i as u32)
                     })
                     .collect()
             })
@@ -424,7 +440,7 @@ impl Shared {
                     .or(t.err())
                     .map(|e| e.to_string())
                     .unwrap_or_default();
-                for (d, _) in due.iter_mut().flatten() {
+                for (d, _, _) in due.iter_mut().flatten() {
                     d.settle(Outcome::Dropped {
                         reason: "lookup_failed",
                         error: Some(&what),
@@ -473,7 +489,7 @@ impl Shared {
             };
             // Encoded once per hook; each URL gets its own cheap clone.
             let body = Bytes::from(payload.encode(hook.content_type));
-            for (mut request, url) in requests {
+            for (mut request, url, url_index) in requests {
                 let Ok(permit) = self.delivery_permits.clone().acquire_owned().await else {
                     request.settle(Outcome::Dropped {
                         reason: "no_capacity",
@@ -482,10 +498,16 @@ impl Shared {
                     continue;
                 };
                 let shared = self.clone();
-                let url = url.clone();
-                let body = body.clone();
+                let request_to_send = send::Request {
+                    url: url.clone(),
+                    url_index,
+                    body: body.clone(),
+                    event,
+                    attempt: 1,
+                    fresh: true,
+                };
                 tokio::spawn(async move {
-                    shared.deliver(request, url, body, vec![permit]).await;
+                    shared.deliver(request, request_to_send, vec![permit]).await;
                 });
             }
         }

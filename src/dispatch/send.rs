@@ -6,7 +6,12 @@
 //! body, and counts in `posthook_deliveries_pending` (at most `limits.max_pending_deliveries`:
 //! beyond it, a delivery that would wait is dropped). Retry attempts take one of the retry
 //! permits (half of the delivery permits) besides a delivery permit, so that a dead endpoint
-//! never starves fresh posts. Nothing here survives a restart (the store is memory).
+//! never starves fresh posts.
+//!
+//! With a durable store, a new delivery is written before its first attempt, each attempt and
+//! its end are recorded (an answer before its reply is posted), and a waiting retry stays
+//! leased to this process until its due time plus its deadline and the lease margin: should
+//! the process die, any process claims it then ([`super::poller`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -19,10 +24,26 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::due::{DueRequest, Outcome};
 use super::retry::{self, Verdict};
 use super::Shared;
+use crate::config::Event;
 use crate::live::Live;
 use crate::rules::Match;
 use crate::stats::Stats;
-use crate::webhook::DeliveryError;
+use crate::store::{AttemptRecord, End, NewDelivery, Store};
+use crate::webhook::{Delivery, DeliveryError};
+
+/// What to send for a due request, and from which attempt on.
+pub(super) struct Request {
+    pub url: url::Url,
+    /// The URL's position in the hook's list (the store names it so: a URL may hold a secret).
+    pub url_index: u32,
+    pub body: Bytes,
+    pub event: Event,
+    /// The attempt about to be made (1 for the first).
+    pub attempt: u32,
+    /// A new delivery, to be written to the store before its first attempt (not one claimed
+    /// from the store).
+    pub fresh: bool,
+}
 
 impl Shared {
     /// Sends `request` — and tries again as the verdicts say — then hands the answer to the
@@ -30,11 +51,24 @@ impl Shared {
     pub(super) async fn deliver(
         self: Arc<Self>,
         mut request: DueRequest,
-        url: url::Url,
-        body: Bytes,
+        send: Request,
         mut permits: Vec<OwnedSemaphorePermit>,
     ) {
-        let mut attempt = 1u32;
+        let Request {
+            url,
+            url_index,
+            body,
+            event,
+            mut attempt,
+            fresh,
+        } = send;
+        let store = self.store().clone();
+        let lease = self.lease(&request.delivery);
+        if fresh && store.is_durable() {
+            let record = new_delivery(&request.delivery, url_index, &body, event, lease);
+            store.intake(record).await;
+        }
+        let id = request.delivery.webhook_id.clone().unwrap_or_default();
         loop {
             // The latest client: a reload's address policy applies to retries too.
             let webhooks = self.live.load().webhooks.clone();
@@ -54,8 +88,19 @@ impl Shared {
                 }
             }
             let verdict = retry::judge(result.as_ref(), &request.delivery.hook.sending, attempt);
+            let record = AttemptRecord {
+                n: attempt,
+                status: result.as_ref().ok().map(|a| a.status),
+                latency,
+                error: result.as_ref().err().map(|e| e.to_string()),
+            };
             match (result, verdict) {
                 (Ok(answer), Verdict::Delivered) => {
+                    // The answer is kept before the reply is posted.
+                    let kept = End::Delivered {
+                        answer: answer.body.clone(),
+                    };
+                    store.attempt(&id, record, kept).await;
                     Stats::inc(&self.stats.attempts_delivered);
                     request.settle(Outcome::Delivered {
                         status: answer.status,
@@ -69,6 +114,16 @@ impl Shared {
                     return;
                 }
                 (result, Verdict::Retry(delay)) => {
+                    store
+                        .attempt(
+                            &id,
+                            record,
+                            End::Retry {
+                                after: delay,
+                                lease,
+                            },
+                        )
+                        .await;
                     Stats::inc(&self.stats.attempts_retry);
                     let what = match &result {
                         Ok(a) => format!("status={}", a.status),
@@ -81,13 +136,14 @@ impl Shared {
                         delay.as_millis()
                     );
                     permits.clear();
-                    match self.wait_for_retry(&mut request, delay).await {
+                    match self.wait_for_retry(&mut request, delay, &store).await {
                         Some(p) => permits = p,
                         None => return,
                     }
                     attempt += 1;
                 }
                 (result, verdict) => {
+                    store.attempt(&id, record, End::Failed).await;
                     Stats::inc(&self.stats.attempts_failed);
                     let own;
                     let error = match (&result, verdict) {
@@ -115,9 +171,12 @@ impl Shared {
         &self,
         request: &mut DueRequest,
         delay: Duration,
+        store: &Store,
     ) -> Option<Vec<OwnedSemaphorePermit>> {
         let waiting = Waiting::new(&self.stats);
+        let id = request.delivery.webhook_id.clone().unwrap_or_default();
         if waiting.count > self.max_pending as u64 {
+            store.dropped(&id, "backlog_full").await;
             request.settle(Outcome::Dropped {
                 reason: "backlog_full",
                 error: Some("limits.max_pending_deliveries deliveries already wait for a retry"),
@@ -125,13 +184,9 @@ impl Shared {
             return None;
         }
         tokio::time::sleep(delay).await;
-        if self.is_disabled(
-            &request
-                .delivery
-                .hook
-                .name(request.delivery.hook_index)
-                .to_string(),
-        ) {
+        let d = &request.delivery;
+        if self.is_disabled(&d.hook.name(d.hook_index).to_string()) {
+            store.dropped(&id, "hook_disabled").await;
             request.settle(Outcome::Dropped {
                 reason: "hook_disabled",
                 error: None,
@@ -153,8 +208,15 @@ impl Shared {
         }
     }
 
+    /// How long a delivery of this hook is leased: its deadline and the lease margin.
+    pub(super) fn lease(&self, d: &Delivery) -> Duration {
+        d.hook.sending.timeout.unwrap_or(self.default_timeout) + self.store_config.lease_margin
+    }
+
     /// Disables the hook of `request` after a `410 Gone` (`status`) answer: logged once,
-    /// counted in `posthook_hooks_disabled`, until a restart.
+    /// counted in `posthook_hooks_disabled`, and written to the store (every process, and the
+    /// next start, sees it) until `posthook hooks enable`; with the memory store, until a
+    /// restart.
     fn disable(&self, request: &DueRequest, status: u16) {
         let d = &request.delivery;
         let name = d.hook.name(d.hook_index).to_string();
@@ -165,15 +227,24 @@ impl Shared {
             return;
         }
         let reason = format!("answered {status} Gone from {}", d.callback_host);
-        warn!("hook {name} disabled: {reason}; it fires nothing until posthook restarts");
-        disabled.insert(name, reason);
+        let until = if self.store().is_durable() {
+            "until `posthook hooks enable` names it"
+        } else {
+            "until posthook restarts"
+        };
+        warn!("hook {name} disabled: {reason}; it fires nothing {until}");
+        disabled.insert(name.clone(), reason.clone());
         self.stats
             .hooks_disabled
             .store(disabled.len() as u64, Ordering::Relaxed);
+        let store = self.store().clone();
+        if store.is_durable() {
+            tokio::spawn(async move { store.disable_hook(&name, &reason).await });
+        }
     }
 
     /// Whether the hook named `name` was disabled.
-    fn is_disabled(&self, name: &str) -> bool {
+    pub(super) fn is_disabled(&self, name: &str) -> bool {
         self.stats.hooks_disabled.load(Ordering::Relaxed) > 0
             && self.disabled.lock().is_ok_and(|d| d.contains_key(name))
     }
@@ -184,6 +255,31 @@ impl Shared {
             return;
         }
         matches.retain(|m| !self.is_disabled(&live.hooks[m.hook].name(m.hook).to_string()));
+    }
+}
+
+/// The store's record of a new delivery.
+fn new_delivery(
+    d: &Delivery,
+    url_index: u32,
+    body: &Bytes,
+    event: Event,
+    lease: Duration,
+) -> NewDelivery {
+    NewDelivery {
+        id: d.webhook_id.clone().unwrap_or_default(),
+        hook: d.hook.name(d.hook_index).to_string(),
+        url_index,
+        host: d.callback_host.clone(),
+        content_type: d.hook.content_type,
+        body: body.clone(),
+        event,
+        post_id: d.post.id.clone(),
+        channel_id: d.post.channel_id.clone(),
+        root_id: d.post.root_id.clone(),
+        user_id: d.post.user_id.clone(),
+        create_at: d.post.create_at,
+        lease,
     }
 }
 

@@ -1,0 +1,105 @@
+//! Validation of `store` (README "The delivery store").
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_saphyr::Spanned;
+
+use super::error::ConfigError;
+use super::file;
+use super::validate::Validator;
+use super::{StoreConfig, StoreUrl};
+
+/// Longest `retention_days`.
+const MAX_RETENTION_DAYS: u64 = 3650;
+
+impl Validator<'_> {
+    /// `store`: absent is `memory`; `url` is `memory` or `sqlite:PATH` (a relative path is
+    /// from the config file's directory); `retention_days` default 7.
+    pub(super) fn store(
+        &self,
+        raw: Option<&Spanned<file::Store>>,
+    ) -> Result<StoreConfig, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(StoreConfig::default());
+        };
+        let url = match &raw.value.url {
+            None => {
+                return Err(self.err(
+                    raw.referenced,
+                    "store.url",
+                    "is required (memory, or sqlite:PATH)",
+                ))
+            }
+            Some(s) => {
+                let text = self.subst(s, "store.url")?;
+                if text == "memory" {
+                    StoreUrl::Memory
+                } else if let Some(path) = text.strip_prefix("sqlite:") {
+                    // `sqlite:///abs` and `sqlite://rel` as sqlx and others write them, too.
+                    let path = path.strip_prefix("//").unwrap_or(path);
+                    if path.is_empty() {
+                        return Err(self.err(
+                            s.referenced,
+                            "store.url",
+                            "sqlite: needs a file path",
+                        ));
+                    }
+                    StoreUrl::Sqlite(self.beside_config(Path::new(path)))
+                } else if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+                    return Err(self.err(
+                        s.referenced,
+                        "store.url",
+                        "PostgreSQL stores are not in this version yet (issue 12, step 3); use sqlite:PATH",
+                    ));
+                } else {
+                    // Never repeat the value: a database URL may carry a password.
+                    return Err(self.err(
+                        s.referenced,
+                        "store.url",
+                        "must be memory or sqlite:PATH",
+                    ));
+                }
+            }
+        };
+        let retention = match &raw.value.retention_days {
+            None => StoreConfig::default().retention,
+            Some(d) => {
+                if !(1..=MAX_RETENTION_DAYS).contains(&d.value) {
+                    return Err(self.err(
+                        d.referenced,
+                        "store.retention_days",
+                        format!("must be 1 to {MAX_RETENTION_DAYS} days"),
+                    ));
+                }
+                Duration::from_secs(d.value * 86_400)
+            }
+        };
+        let lease_margin = match &raw.value.lease_margin_seconds {
+            None => StoreConfig::default().lease_margin,
+            Some(s) => {
+                if !(1..=3600).contains(&s.value) {
+                    return Err(self.err(
+                        s.referenced,
+                        "store.lease_margin_seconds",
+                        "must be 1 to 3600 seconds",
+                    ));
+                }
+                Duration::from_secs(s.value)
+            }
+        };
+        Ok(StoreConfig {
+            url,
+            retention,
+            lease_margin,
+        })
+    }
+
+    /// `path`, from the config file's directory when relative.
+    fn beside_config(&self, path: &Path) -> PathBuf {
+        match Path::new(self.file_name).parent() {
+            Some(dir) if path.is_relative() && !dir.as_os_str().is_empty() => dir.join(path),
+            _ => path.to_path_buf(),
+        }
+    }
+}

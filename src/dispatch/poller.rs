@@ -1,0 +1,171 @@
+//! Poller: with a durable store, the dispatcher's side of it that runs on a clock — once a
+//! second it claims the deliveries that are due and held by no process (a retry whose process
+//! died, a replay from `posthook deliveries replay`) and sends them, and it reads which hooks
+//! are disabled (`posthook hooks enable` takes effect within a second); once a minute it
+//! deletes finished deliveries past `store.retention_days`, in batches.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+
+use super::due::{DueRequest, Outcome};
+use super::send::Request;
+use super::Shared;
+use crate::mattermost::model::CreatedPost;
+use crate::store::{Claimed, Store};
+use crate::webhook::Delivery;
+
+/// How often due work is looked for.
+const TICK: Duration = Duration::from_secs(1);
+/// How often old deliveries are deleted.
+const PURGE_EVERY: Duration = Duration::from_secs(60);
+/// Deliveries deleted per transaction.
+const PURGE_BATCH: u32 = 1000;
+
+/// The memory store, until (or unless) a durable one is opened.
+static MEMORY: Store = Store::MEMORY;
+
+impl Shared {
+    /// The store in use.
+    pub(super) fn store(&self) -> &Store {
+        self.store.get().unwrap_or(&MEMORY)
+    }
+
+    /// Opens the configured store on this runtime and, when it is durable, starts the poller.
+    /// A store that cannot be opened leaves the memory store in place (logged, counted): the
+    /// proxy and the deliveries go on.
+    pub(super) async fn open_store(self: Arc<Self>) {
+        let store = match Store::open(&self.store_config, self.stats.clone()).await {
+            Ok(s) => s,
+            Err(e) => {
+                crate::stats::Stats::inc(&self.stats.store_errors);
+                warn!("store: cannot open it ({e}); deliveries are kept in memory only");
+                Store::memory()
+            }
+        };
+        let durable = store.is_durable();
+        let _ = self.store.set(store);
+        if durable {
+            self.refresh_disabled().await;
+            tokio::spawn(self.poll());
+        }
+    }
+
+    /// Claims and sends due work every [`TICK`]; purges every [`PURGE_EVERY`].
+    async fn poll(self: Arc<Self>) {
+        let mut last_purge = Instant::now();
+        loop {
+            tokio::time::sleep(TICK).await;
+            self.refresh_disabled().await;
+            let free = self.retry_permits.available_permits() as u32;
+            if free > 0 {
+                let lease = self.default_timeout + self.store_config.lease_margin;
+                for claimed in self.store().claim(free, lease).await {
+                    self.clone().resume(claimed).await;
+                }
+            }
+            if last_purge.elapsed() >= PURGE_EVERY {
+                last_purge = Instant::now();
+                let n = self
+                    .store()
+                    .purge(self.store_config.retention, PURGE_BATCH)
+                    .await;
+                if n > 0 {
+                    info!("store: deleted {n} finished deliveries past store.retention_days");
+                }
+            }
+        }
+    }
+
+    /// Reads the disabled hooks from the store (every process's 410s, and `hooks enable`).
+    async fn refresh_disabled(&self) {
+        let Some(hooks) = self.store().disabled_hooks().await else {
+            return;
+        };
+        if let Ok(mut disabled) = self.disabled.lock() {
+            *disabled = hooks.into_iter().map(|h| (h.hook, h.reason)).collect();
+            self.stats
+                .hooks_disabled
+                .store(disabled.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends a claimed delivery again, from its next attempt, with the hook and URL of the
+    /// configuration in force; one whose hook or URL is gone is dropped (recorded).
+    async fn resume(self: Arc<Self>, claimed: Claimed) {
+        let Claimed {
+            delivery: d,
+            attempts,
+        } = claimed;
+        let live = self.live.load_full();
+        let found = live
+            .hooks
+            .iter()
+            .enumerate()
+            .find(|(i, h)| h.name(*i).to_string() == d.hook);
+        let post = Arc::new(CreatedPost {
+            id: d.post_id.clone(),
+            create_at: d.create_at,
+            user_id: d.user_id.clone(),
+            channel_id: d.channel_id.clone(),
+            root_id: d.root_id.clone(),
+            ..CreatedPost::default()
+        });
+        let (index, hook) = match found {
+            Some((i, h)) => (i, h.clone()),
+            None => {
+                warn!(
+                    "delivery webhook_id={} of hook {}: the hook is no longer in the configuration; dropped",
+                    d.id, d.hook
+                );
+                self.store().dropped(&d.id, "hook_removed").await;
+                return;
+            }
+        };
+        let delivery = Delivery {
+            post,
+            hook_index: index,
+            hook: hook.clone(),
+            callback_host: d.host.clone(),
+            webhook_id: Some(d.id.clone()),
+        };
+        // A resumed delivery is due again here (it ended, or never ended, elsewhere).
+        let mut request = DueRequest::new(delivery, self.stats.clone());
+        let Some(url) = hook.callback_urls.get(d.url_index as usize).cloned() else {
+            self.store().dropped(&d.id, "url_removed").await;
+            request.settle(Outcome::Dropped {
+                reason: "url_removed",
+                error: None,
+            });
+            return;
+        };
+        if self.is_disabled(&d.hook) {
+            self.store().dropped(&d.id, "hook_disabled").await;
+            request.settle(Outcome::Dropped {
+                reason: "hook_disabled",
+                error: None,
+            });
+            return;
+        }
+        let retry = self.retry_permits.clone().acquire_owned().await.ok();
+        let delivery = self.delivery_permits.clone().acquire_owned().await.ok();
+        let (Some(r), Some(p)) = (retry, delivery) else {
+            request.settle(Outcome::Dropped {
+                reason: "no_capacity",
+                error: None,
+            });
+            return;
+        };
+        let send = Request {
+            url,
+            url_index: d.url_index,
+            body: d.body,
+            event: d.event,
+            attempt: attempts + 1,
+            fresh: false,
+        };
+        tokio::spawn(self.deliver(request, send, vec![r, p]));
+    }
+}

@@ -1,0 +1,457 @@
+//! The SQL engine of the store: SQLite (embedded, one process). Every query is written once,
+//! with `$1`-style parameters in the order they first appear (which SQLite and PostgreSQL both
+//! read) and the database's clock as `{now}` (milliseconds), so that leases and due times never
+//! depend on a process's clock.
+//!
+//! Tables carry a `posthook_` prefix, so that they can live beside Mattermost's own.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use super::{
+    AttemptRecord, Claimed, DeliveryDetail, DeliveryFilter, DeliveryRow, DisabledHook, End,
+    NewDelivery, Op, StoreError, StoredAttempt,
+};
+use crate::config::{ContentType, Event};
+
+/// The schema; each statement is idempotent.
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS posthook_deliveries (
+        id TEXT PRIMARY KEY,
+        hook TEXT NOT NULL,
+        url_index INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        body BLOB NOT NULL,
+        event TEXT NOT NULL,
+        post_id TEXT NOT NULL,
+        channel_id TEXT NOT NULL,
+        root_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        create_at BIGINT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_at BIGINT NOT NULL,
+        lease_until BIGINT,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        last_status INTEGER,
+        last_error TEXT,
+        answer BLOB
+    )",
+    "CREATE INDEX IF NOT EXISTS posthook_deliveries_due ON posthook_deliveries (state, next_at)",
+    "CREATE INDEX IF NOT EXISTS posthook_deliveries_created ON posthook_deliveries (created_at)",
+    "CREATE TABLE IF NOT EXISTS posthook_attempts (
+        delivery_id TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        at BIGINT NOT NULL,
+        status INTEGER,
+        latency_ms BIGINT NOT NULL,
+        error TEXT,
+        outcome TEXT NOT NULL,
+        PRIMARY KEY (delivery_id, n)
+    )",
+    "CREATE TABLE IF NOT EXISTS posthook_hooks (
+        hook TEXT PRIMARY KEY,
+        disabled_at BIGINT NOT NULL,
+        reason TEXT NOT NULL
+    )",
+];
+
+/// SQLite's clock in milliseconds.
+const SQLITE_NOW: &str = "CAST(unixepoch('subsec') * 1000 AS INTEGER)";
+
+/// The columns a claim or a detail reads.
+const DELIVERY_COLUMNS: &str = "id, hook, url_index, host, content_type, body, event, post_id, \
+     channel_id, root_id, user_id, create_at, attempts";
+
+/// A connection pool on one database.
+#[derive(Clone)]
+pub(super) struct Sql {
+    pool: SqlitePool,
+}
+
+fn err(e: sqlx::Error) -> StoreError {
+    StoreError(e.to_string())
+}
+
+/// `sql` with the database's clock in place of `{now}`.
+fn q(sql: &str) -> String {
+    sql.replace("{now}", SQLITE_NOW)
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Sql {
+    /// Opens (creating when missing) the SQLite database at `path`, in WAL mode, with the
+    /// schema in place.
+    pub(super) async fn open_sqlite(path: &Path) -> Result<Sql, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let options = SqliteConnectOptions::from_str("sqlite:")
+            .map_err(err)?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // Each group commit reaches the disk: a crash (or a power cut) loses nothing
+            // that was acknowledged.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5));
+        // One connection: SQLite has one writer, and the writer task batches the writes.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(err)?;
+        for statement in SCHEMA {
+            sqlx::query(statement).execute(&pool).await.map_err(err)?;
+        }
+        Ok(Sql { pool })
+    }
+
+    /// Applies `ops` in one transaction (the group commit).
+    pub(super) async fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        for op in ops {
+            match op {
+                Op::Intake(d) => {
+                    sqlx::query(&q(
+                        "INSERT INTO posthook_deliveries (id, hook, url_index, host, content_type, \
+                         body, event, post_id, channel_id, root_id, user_id, create_at, state, \
+                         attempts, next_at, lease_until, created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', 0, \
+                         {now}, {now} + $13, {now}, {now}) ON CONFLICT (id) DO NOTHING",
+                    ))
+                    .bind(&d.id)
+                    .bind(&d.hook)
+                    .bind(i64::from(d.url_index))
+                    .bind(&d.host)
+                    .bind(content_type_name(d.content_type))
+                    .bind(d.body.as_ref())
+                    .bind(d.event.as_str())
+                    .bind(&d.post_id)
+                    .bind(&d.channel_id)
+                    .bind(&d.root_id)
+                    .bind(&d.user_id)
+                    .bind(d.create_at)
+                    .bind(ms(d.lease))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err)?;
+                }
+                Op::Attempt { id, attempt, end } => {
+                    record_attempt(&mut tx, id, attempt, end).await?;
+                }
+                Op::Drop { id, reason } => {
+                    sqlx::query(&q(
+                        "UPDATE posthook_deliveries SET state = 'dropped', last_error = $1, \
+                         lease_until = NULL, updated_at = {now} WHERE id = $2 AND state = 'pending'",
+                    ))
+                    .bind(reason)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err)?;
+                }
+                Op::DisableHook { hook, reason } => {
+                    sqlx::query(&q(
+                        "INSERT INTO posthook_hooks (hook, disabled_at, reason) VALUES ($1, {now}, $2) \
+                         ON CONFLICT (hook) DO UPDATE SET disabled_at = excluded.disabled_at, \
+                         reason = excluded.reason",
+                    ))
+                    .bind(hook)
+                    .bind(reason)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err)?;
+                }
+            }
+        }
+        tx.commit().await.map_err(err)
+    }
+
+    /// Leases up to `limit` deliveries that are due and held by no one (a retry whose holder
+    /// died, a replay), for `lease`.
+    pub(super) async fn claim(
+        &self,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let rows = sqlx::query(&q(&format!(
+            "UPDATE posthook_deliveries SET lease_until = {{now}} + $1, updated_at = {{now}} \
+             WHERE id IN (SELECT id FROM posthook_deliveries WHERE state = 'pending' \
+             AND next_at <= {{now}} AND (lease_until IS NULL OR lease_until < {{now}}) \
+             ORDER BY next_at LIMIT $2) RETURNING {DELIVERY_COLUMNS}"
+        )))
+        .bind(ms(lease))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        rows.iter().map(claimed).collect()
+    }
+
+    /// How many deliveries are pending (waiting for a retry, or leased and in flight).
+    pub(super) async fn pending(&self) -> Result<u64, StoreError> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM posthook_deliveries WHERE state = 'pending'")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(err)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Deletes up to `batch` finished deliveries (and their attempts) last changed more than
+    /// `age` ago; returns how many.
+    pub(super) async fn purge(&self, age: Duration, batch: u32) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        let ids: Vec<String> = sqlx::query_scalar(&q(
+            "SELECT id FROM posthook_deliveries WHERE state <> 'pending' \
+             AND updated_at < {now} - $1 LIMIT $2",
+        ))
+        .bind(ms(age))
+        .bind(i64::from(batch))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(err)?;
+        for id in &ids {
+            for table in [
+                "posthook_attempts WHERE delivery_id",
+                "posthook_deliveries WHERE id",
+            ] {
+                sqlx::query(&format!("DELETE FROM {table} = $1"))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err)?;
+            }
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(ids.len() as u64)
+    }
+
+    /// The hooks disabled in the store.
+    pub(super) async fn disabled_hooks(&self) -> Result<Vec<DisabledHook>, StoreError> {
+        let rows =
+            sqlx::query("SELECT hook, disabled_at, reason FROM posthook_hooks ORDER BY hook")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(DisabledHook {
+                    hook: r.try_get("hook").map_err(err)?,
+                    disabled_at_ms: r.try_get("disabled_at").map_err(err)?,
+                    reason: r.try_get("reason").map_err(err)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Enables hook `hook` again; false when it was not disabled.
+    pub(super) async fn enable_hook(&self, hook: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM posthook_hooks WHERE hook = $1")
+            .bind(hook)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Makes delivery `id` due again now, with its id; false when there is no such delivery.
+    pub(super) async fn replay(&self, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(&q(
+            "UPDATE posthook_deliveries SET state = 'pending', next_at = {now}, \
+             lease_until = NULL, updated_at = {now} WHERE id = $1",
+        ))
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Deliveries matching `filter`, newest first.
+    pub(super) async fn list(
+        &self,
+        filter: &DeliveryFilter,
+    ) -> Result<Vec<DeliveryRow>, StoreError> {
+        let since = filter.since.map_or(0, ms);
+        let rows = sqlx::query(&q(
+            "SELECT id, hook, host, state, attempts, created_at, updated_at, last_status, \
+             last_error, post_id FROM posthook_deliveries \
+             WHERE ($1 IS NULL OR hook = $1) AND ($2 IS NULL OR state = $2) \
+             AND ($3 = 0 OR created_at >= {now} - $3) \
+             ORDER BY created_at DESC, id DESC LIMIT $4",
+        ))
+        .bind(filter.hook.as_deref())
+        .bind(filter.state.as_deref())
+        .bind(since)
+        .bind(i64::from(filter.limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        rows.iter().map(delivery_row).collect()
+    }
+
+    /// Delivery `id` with every attempt, its body and the answer.
+    pub(super) async fn show(&self, id: &str) -> Result<Option<DeliveryDetail>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, hook, host, state, attempts, created_at, updated_at, last_status, \
+             last_error, post_id, content_type, body, answer FROM posthook_deliveries WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let attempts = sqlx::query(
+            "SELECT n, at, status, latency_ms, error, outcome FROM posthook_attempts \
+             WHERE delivery_id = $1 ORDER BY n",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        let attempts = attempts
+            .iter()
+            .map(|a| {
+                Ok(StoredAttempt {
+                    n: u32::try_from(a.try_get::<i64, _>("n").map_err(err)?).unwrap_or(0),
+                    at_ms: a.try_get("at").map_err(err)?,
+                    status: a
+                        .try_get::<Option<i64>, _>("status")
+                        .map_err(err)?
+                        .and_then(|s| u16::try_from(s).ok()),
+                    latency_ms: a.try_get("latency_ms").map_err(err)?,
+                    error: a.try_get("error").map_err(err)?,
+                    outcome: a.try_get("outcome").map_err(err)?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let content_type: String = row.try_get("content_type").map_err(err)?;
+        let body: Vec<u8> = row.try_get("body").map_err(err)?;
+        let answer: Option<Vec<u8>> = row.try_get("answer").map_err(err)?;
+        Ok(Some(DeliveryDetail {
+            row: delivery_row(&row)?,
+            json: content_type == "json",
+            body: Bytes::from(body),
+            answer: answer.map(Bytes::from),
+            attempts,
+        }))
+    }
+}
+
+/// Records one attempt and what it ended in.
+async fn record_attempt(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    id: &str,
+    a: &AttemptRecord,
+    end: &End,
+) -> Result<(), StoreError> {
+    sqlx::query(&q(
+        "INSERT INTO posthook_attempts (delivery_id, n, at, status, latency_ms, error, outcome) \
+         VALUES ($1, $2, {now}, $3, $4, $5, $6) ON CONFLICT (delivery_id, n) DO NOTHING",
+    ))
+    .bind(id)
+    .bind(i64::from(a.n))
+    .bind(a.status.map(i64::from))
+    .bind(ms(a.latency))
+    .bind(a.error.as_deref())
+    .bind(end.outcome())
+    .execute(&mut **tx)
+    .await
+    .map_err(err)?;
+    let (state, next, lease, answer): (&str, i64, Option<i64>, Option<&[u8]>) = match end {
+        End::Delivered { answer } => ("delivered", 0, None, Some(answer.as_ref())),
+        End::Retry { after, lease } => ("pending", ms(*after), Some(ms(*after + *lease)), None),
+        End::Failed => ("failed", 0, None, None),
+    };
+    sqlx::query(&q(
+        "UPDATE posthook_deliveries SET state = $1, next_at = {now} + $2, \
+         lease_until = {now} + $3, attempts = MAX(attempts, $4), last_status = $5, \
+         last_error = $6, answer = COALESCE($7, answer), updated_at = {now} WHERE id = $8",
+    ))
+    .bind(state)
+    .bind(next)
+    .bind(lease)
+    .bind(i64::from(a.n))
+    .bind(a.status.map(i64::from))
+    .bind(a.error.as_deref())
+    .bind(answer)
+    .bind(id)
+    .execute(&mut **tx)
+    .await
+    .map_err(err)?;
+    Ok(())
+}
+
+fn content_type_name(c: ContentType) -> &'static str {
+    match c {
+        ContentType::Form => "form",
+        ContentType::Json => "json",
+    }
+}
+
+fn claimed(r: &sqlx::sqlite::SqliteRow) -> Result<Claimed, StoreError> {
+    let content_type: String = r.try_get("content_type").map_err(err)?;
+    let event: String = r.try_get("event").map_err(err)?;
+    let body: Vec<u8> = r.try_get("body").map_err(err)?;
+    Ok(Claimed {
+        delivery: NewDelivery {
+            id: r.try_get("id").map_err(err)?,
+            hook: r.try_get("hook").map_err(err)?,
+            url_index: u32::try_from(r.try_get::<i64, _>("url_index").map_err(err)?)
+                .unwrap_or(u32::MAX),
+            host: r.try_get("host").map_err(err)?,
+            content_type: if content_type == "json" {
+                ContentType::Json
+            } else {
+                ContentType::Form
+            },
+            body: Bytes::from(body),
+            event: if event == "edited" {
+                Event::Edited
+            } else {
+                Event::Posted
+            },
+            post_id: r.try_get("post_id").map_err(err)?,
+            channel_id: r.try_get("channel_id").map_err(err)?,
+            root_id: r.try_get("root_id").map_err(err)?,
+            user_id: r.try_get("user_id").map_err(err)?,
+            create_at: r.try_get("create_at").map_err(err)?,
+            lease: Duration::ZERO,
+        },
+        attempts: u32::try_from(r.try_get::<i64, _>("attempts").map_err(err)?).unwrap_or(0),
+    })
+}
+
+fn delivery_row(r: &sqlx::sqlite::SqliteRow) -> Result<DeliveryRow, StoreError> {
+    Ok(DeliveryRow {
+        id: r.try_get("id").map_err(err)?,
+        hook: r.try_get("hook").map_err(err)?,
+        host: r.try_get("host").map_err(err)?,
+        state: r.try_get("state").map_err(err)?,
+        attempts: u32::try_from(r.try_get::<i64, _>("attempts").map_err(err)?).unwrap_or(0),
+        created_at_ms: r.try_get("created_at").map_err(err)?,
+        updated_at_ms: r.try_get("updated_at").map_err(err)?,
+        last_status: r
+            .try_get::<Option<i64>, _>("last_status")
+            .map_err(err)?
+            .and_then(|s| u16::try_from(s).ok()),
+        last_error: r.try_get("last_error").map_err(err)?,
+        post_id: r.try_get("post_id").map_err(err)?,
+    })
+}
