@@ -54,6 +54,7 @@ enum Kind {
     ChannelTypes,
     Events,
     Secrets,
+    Days,
 }
 
 impl Kind {
@@ -71,6 +72,7 @@ impl Kind {
             Kind::ChannelTypes => ("O", "a string"),
             Kind::Events => ("edited", "a string"),
             Kind::Secrets => ("{a: 1}", "a mapping"),
+            Kind::Days => ("\"week\"", "a string"),
         }
     }
 
@@ -88,6 +90,7 @@ impl Kind {
             Kind::ChannelTypes => "a list of O, P, D, G",
             Kind::Events => "a list of posted, edited",
             Kind::Secrets => "a whsec_ secret or a list of them",
+            Kind::Days => "a whole number of days",
         }
     }
 }
@@ -147,6 +150,10 @@ const KEYS: &[(&str, &str, Kind)] = &[
     ("hooks", "events", Kind::Events),
     ("hooks", "signing_secret", Kind::Secrets),
     ("limits", "max_pending_deliveries", Kind::Whole),
+    ("", "store", Kind::Section),
+    ("store", "url", Kind::Text),
+    ("store", "retention_days", Kind::Days),
+    ("store", "lease_margin_seconds", Kind::Seconds),
     ("hooks", "retry", Kind::Section),
     ("hooks", "timeout_seconds", Kind::Seconds),
     ("hooks", "from_users", Kind::Texts),

@@ -384,6 +384,7 @@ fn every_key_of_the_file_has_words_for_its_type() {
             "hooks[0].retry",
             "hooks:\n  - retry:\n      zz_unknown: 1\n",
         ),
+        ("store", "store:\n  zz_unknown: 1\n"),
     ];
     for (section, text) in sections {
         let e = err(&format!("{MINIMAL}{text}"));
@@ -696,5 +697,58 @@ fn retry_and_timeout_parse_with_defaults_and_located_errors() {
     ];
     for (extra, want) in rows {
         assert_eq!(err(&hook(extra)), *want, "{extra}");
+    }
+}
+
+#[test]
+fn store_urls_resolve_beside_the_config_and_errors_never_repeat_them() {
+    let store = |text: &str, file: &str| {
+        Config::from_yaml(file, &format!("{MINIMAL}store:\n{text}"), &env).map(|c| c.store)
+    };
+    assert_eq!(
+        load(MINIMAL).unwrap().store,
+        StoreConfig::default(),
+        "absent: memory"
+    );
+    assert_eq!(StoreConfig::default().url, StoreUrl::Memory);
+    let s = store(
+        "  url: \"sqlite:data/ph.db\"\n  retention_days: 2\n",
+        "/etc/posthook/posthook.yaml",
+    )
+    .unwrap();
+    assert_eq!(
+        s.url,
+        StoreUrl::Sqlite(std::path::PathBuf::from("/etc/posthook/data/ph.db")),
+        "relative: from the config file's directory"
+    );
+    assert_eq!(s.retention, Duration::from_secs(2 * 86_400));
+    let s = store(
+        "  url: \"sqlite:///var/lib/posthook/ph.db\"\n",
+        "/etc/p.yaml",
+    )
+    .unwrap();
+    assert_eq!(
+        s.url,
+        StoreUrl::Sqlite(std::path::PathBuf::from("/var/lib/posthook/ph.db"))
+    );
+    assert_eq!(
+        store("  url: memory\n", "p.yaml").unwrap().url,
+        StoreUrl::Memory
+    );
+    let rows: &[(&str, &str)] = &[
+        ("  retention_days: 3\n", "posthook.yaml:5:3: store.url: is required (memory, or sqlite:PATH)"),
+        ("  url: \"mysql://u:pw@h/db\"\n", "posthook.yaml:5:8: store.url: must be memory or sqlite:PATH"),
+        (
+            "  url: \"postgres://u:pw@h/db\"\n",
+            "posthook.yaml:5:8: store.url: PostgreSQL stores are not in this version yet (issue 12, step 3); use sqlite:PATH",
+        ),
+        ("  url: \"sqlite:\"\n", "posthook.yaml:5:8: store.url: sqlite: needs a file path"),
+        ("  url: memory\n  retention_days: 0\n", "posthook.yaml:6:19: store.retention_days: must be 1 to 3650 days"),
+        ("  url: memory\n  lease_margin_seconds: 0\n", "posthook.yaml:6:25: store.lease_margin_seconds: must be 1 to 3600 seconds"),
+    ];
+    for (text, want) in rows {
+        let e = store(text, "posthook.yaml").unwrap_err().to_string();
+        assert_eq!(e, *want, "{text}");
+        assert!(!e.contains("pw@"), "never the URL: {e}");
     }
 }
