@@ -154,6 +154,7 @@ const KEYS: &[(&str, &str, Kind)] = &[
     ("store", "url", Kind::Text),
     ("store", "retention_days", Kind::Days),
     ("store", "lease_margin_seconds", Kind::Seconds),
+    ("store", "max_connections", Kind::Whole),
     ("hooks", "retry", Kind::Section),
     ("hooks", "timeout_seconds", Kind::Seconds),
     ("hooks", "from_users", Kind::Texts),

@@ -32,6 +32,7 @@ pub struct Store {
     pub url: Option<Str>,
     pub retention_days: Option<Spanned<u64>>,
     pub lease_margin_seconds: Option<Spanned<u64>>,
+    pub max_connections: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -186,6 +187,7 @@ pub fn expected(key: &str) -> Option<&'static str> {
         | "max_concurrent_jobs"
         | "max_concurrent_deliveries"
         | "max_pending_deliveries"
+        | "max_connections"
         | "max_idle_connections_per_host"
         | "lookup_cache_max_entries" => "a whole number",
         "allowed_untrusted_internal_connections"

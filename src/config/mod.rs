@@ -392,6 +392,8 @@ pub struct StoreConfig {
     /// A delivery is leased for its request's deadline plus this (`lease_margin_seconds`):
     /// after a crash, its work is due again once the lease runs out.
     pub lease_margin: Duration,
+    /// Connections to a PostgreSQL store, at most (`max_connections`).
+    pub max_connections: u32,
 }
 
 impl Default for StoreConfig {
@@ -400,18 +402,32 @@ impl Default for StoreConfig {
             url: StoreUrl::Memory,
             retention: Duration::from_secs(7 * 86_400),
             lease_margin: Duration::from_secs(15),
+            max_connections: 8,
         }
     }
 }
 
 /// `store.url`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreUrl {
     /// Nothing is kept: a restart loses waiting retries (Mattermost's behaviour, and the
     /// default).
     Memory,
     /// An SQLite database file (relative paths: from the config file's directory).
     Sqlite(std::path::PathBuf),
+    /// A PostgreSQL database (`postgres://USER:PASS@HOST/DB`), shared by replicas.
+    Postgres(String),
+}
+
+impl fmt::Debug for StoreUrl {
+    // Hand-written so that a database password never reaches a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreUrl::Memory => f.write_str("Memory"),
+            StoreUrl::Sqlite(p) => f.debug_tuple("Sqlite").field(p).finish(),
+            StoreUrl::Postgres(_) => f.write_str("Postgres(<redacted>)"),
+        }
+    }
 }
 
 impl Config {

@@ -28,7 +28,7 @@ impl Validator<'_> {
                 return Err(self.err(
                     raw.referenced,
                     "store.url",
-                    "is required (memory, or sqlite:PATH)",
+                    "is required (memory, sqlite:PATH or postgres://USER:PASS@HOST/DB)",
                 ))
             }
             Some(s) => {
@@ -47,17 +47,20 @@ impl Validator<'_> {
                     }
                     StoreUrl::Sqlite(self.beside_config(Path::new(path)))
                 } else if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-                    return Err(self.err(
-                        s.referenced,
-                        "store.url",
-                        "PostgreSQL stores are not in this version yet (issue 12, step 3); use sqlite:PATH",
-                    ));
+                    if url::Url::parse(&text).is_err() {
+                        return Err(self.err(
+                            s.referenced,
+                            "store.url",
+                            "is not a usable postgres:// URL (user, password and database name are written postgres://USER:PASS@HOST/DB)",
+                        ));
+                    }
+                    StoreUrl::Postgres(text)
                 } else {
                     // Never repeat the value: a database URL may carry a password.
                     return Err(self.err(
                         s.referenced,
                         "store.url",
-                        "must be memory or sqlite:PATH",
+                        "must be memory, sqlite:PATH or postgres://USER:PASS@HOST/DB",
                     ));
                 }
             }
@@ -88,10 +91,24 @@ impl Validator<'_> {
                 Duration::from_secs(s.value)
             }
         };
+        let max_connections = match &raw.value.max_connections {
+            None => StoreConfig::default().max_connections,
+            Some(n) => {
+                if !(1..=1000).contains(&n.value) {
+                    return Err(self.err(
+                        n.referenced,
+                        "store.max_connections",
+                        "must be 1 to 1000",
+                    ));
+                }
+                n.value as u32
+            }
+        };
         Ok(StoreConfig {
             url,
             retention,
             lease_margin,
+            max_connections,
         })
     }
 

@@ -735,13 +735,21 @@ fn store_urls_resolve_beside_the_config_and_errors_never_repeat_them() {
         store("  url: memory\n", "p.yaml").unwrap().url,
         StoreUrl::Memory
     );
+    let pg = store(
+        "  url: \"postgres://posthook:pw@db.example/mattermost\"\n  max_connections: 4\n",
+        "p.yaml",
+    )
+    .unwrap();
+    assert_eq!(
+        pg.url,
+        StoreUrl::Postgres("postgres://posthook:pw@db.example/mattermost".into())
+    );
+    assert_eq!(pg.max_connections, 4);
+    assert!(!format!("{pg:?}").contains("pw"), "{pg:?}");
     let rows: &[(&str, &str)] = &[
-        ("  retention_days: 3\n", "posthook.yaml:5:3: store.url: is required (memory, or sqlite:PATH)"),
-        ("  url: \"mysql://u:pw@h/db\"\n", "posthook.yaml:5:8: store.url: must be memory or sqlite:PATH"),
-        (
-            "  url: \"postgres://u:pw@h/db\"\n",
-            "posthook.yaml:5:8: store.url: PostgreSQL stores are not in this version yet (issue 12, step 3); use sqlite:PATH",
-        ),
+        ("  retention_days: 3\n", "posthook.yaml:5:3: store.url: is required (memory, sqlite:PATH or postgres://USER:PASS@HOST/DB)"),
+        ("  url: \"mysql://u:pw@h/db\"\n", "posthook.yaml:5:8: store.url: must be memory, sqlite:PATH or postgres://USER:PASS@HOST/DB"),
+        ("  url: memory\n  max_connections: 0\n", "posthook.yaml:6:20: store.max_connections: must be 1 to 1000"),
         ("  url: \"sqlite:\"\n", "posthook.yaml:5:8: store.url: sqlite: needs a file path"),
         ("  url: memory\n  retention_days: 0\n", "posthook.yaml:6:19: store.retention_days: must be 1 to 3650 days"),
         ("  url: memory\n  lease_margin_seconds: 0\n", "posthook.yaml:6:25: store.lease_margin_seconds: must be 1 to 3600 seconds"),

@@ -97,6 +97,10 @@ struct Shared {
     disabled: std::sync::Mutex<std::collections::HashMap<String, String>>,
     /// Where deliveries are kept; opened when the dispatcher starts (memory until then).
     store: std::sync::OnceLock<Store>,
+    /// The ids of the deliveries this process is working on (sending, or waiting to retry):
+    /// a claim of one of them (its lease ran out while it waited for a permit) is not sent
+    /// twice from here.
+    held: std::sync::Mutex<std::collections::HashSet<String>>,
     store_config: StoreConfig,
     /// The settings' request deadline, for a hook without `timeout_seconds` (leases).
     default_timeout: Duration,
@@ -134,6 +138,7 @@ impl Dispatcher {
             max_pending: limits.max_pending_deliveries,
             disabled: Default::default(),
             store: std::sync::OnceLock::new(),
+            held: Default::default(),
             store_config: config.store.clone(),
             default_timeout: config.settings.outgoing_integration_requests_timeout,
             // Mattermost answers a retried post (same pending_post_id) with the same post: fire once.

@@ -99,6 +99,11 @@ impl Shared {
             delivery: d,
             attempts,
         } = claimed;
+        if self.held.lock().is_ok_and(|h| h.contains(&d.id)) {
+            // Still being worked on here (it waited for a permit past its lease): the claim
+            // only renewed the lease.
+            return;
+        }
         let live = self.live.load_full();
         let found = live
             .hooks

@@ -69,6 +69,7 @@ impl Shared {
             store.intake(record).await;
         }
         let id = request.delivery.webhook_id.clone().unwrap_or_default();
+        let _held = Held::new(&self, &id);
         loop {
             // The latest client: a reload's address policy applies to retries too.
             let webhooks = self.live.load().webhooks.clone();
@@ -280,6 +281,32 @@ fn new_delivery(
         user_id: d.post.user_id.clone(),
         create_at: d.post.create_at,
         lease,
+    }
+}
+
+/// A delivery this process is working on, in [`Shared::held`] while it lives.
+struct Held<'a> {
+    shared: &'a Shared,
+    id: String,
+}
+
+impl<'a> Held<'a> {
+    fn new(shared: &'a Shared, id: &str) -> Held<'a> {
+        if let Ok(mut held) = shared.held.lock() {
+            held.insert(id.to_string());
+        }
+        Held {
+            shared,
+            id: id.to_string(),
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut held) = self.shared.held.lock() {
+            held.remove(&self.id);
+        }
     }
 }
 

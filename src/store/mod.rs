@@ -19,7 +19,7 @@ use bytes::Bytes;
 use log::warn;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{ContentType, Event, StoreConfig, StoreUrl};
+use crate::config::{ContentType, Event, StoreConfig};
 use crate::stats::Stats;
 
 /// The longest a delivery waits for its write to commit before going on from memory.
@@ -196,9 +196,8 @@ impl Store {
     /// Opens the store `config` names (creating the database and its tables when missing)
     /// and starts its writer on the current runtime.
     pub async fn open(config: &StoreConfig, stats: Arc<Stats>) -> Result<Store, StoreError> {
-        let sql = match &config.url {
-            StoreUrl::Memory => return Ok(Store::memory()),
-            StoreUrl::Sqlite(path) => sql::Sql::open_sqlite(path).await?,
+        let Some(sql) = sql::Sql::open_config(config).await? else {
+            return Ok(Store::memory());
         };
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         tokio::spawn(writer(sql.clone(), rx));
@@ -215,20 +214,14 @@ impl Store {
     /// Opens the store `config` names, creating it when missing, and closes it again: a start
     /// fails early on a store it cannot use.
     pub async fn check(config: &StoreConfig) -> Result<(), StoreError> {
-        match &config.url {
-            StoreUrl::Memory => Ok(()),
-            StoreUrl::Sqlite(path) => sql::Sql::open_sqlite(path).await.map(drop),
-        }
+        sql::Sql::open_config(config).await.map(drop)
     }
 
     /// Opens the store for reading and administration (the CLI): no writer task.
     pub async fn open_for_cli(config: &StoreConfig) -> Result<Option<CliStore>, StoreError> {
-        match &config.url {
-            StoreUrl::Memory => Ok(None),
-            StoreUrl::Sqlite(path) => Ok(Some(CliStore {
-                sql: sql::Sql::open_sqlite(path).await?,
-            })),
-        }
+        Ok(sql::Sql::open_config(config)
+            .await?
+            .map(|sql| CliStore { sql }))
     }
 
     /// Whether deliveries are kept (not `memory`).
@@ -461,6 +454,7 @@ impl CliStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::StoreUrl;
 
     fn temp_db(name: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!(

@@ -1,33 +1,34 @@
-//! The SQL engine of the store: SQLite (embedded, one process). Every query is written once,
-//! with `$1`-style parameters in the order they first appear (which SQLite and PostgreSQL both
-//! read) and the database's clock as `{now}` (milliseconds), so that leases and due times never
-//! depend on a process's clock.
+//! The SQL engine of the store, through sqlx's `Any` driver: SQLite (embedded, one process)
+//! and PostgreSQL (shared by replicas). Every query is written once, with `$1`-style parameters
+//! in the order they first appear (which SQLite and PostgreSQL both read), the database's clock
+//! as `{now}` (milliseconds: leases and due times never depend on a process's clock), and the
+//! few words the two dialects spell differently as placeholders ([`Dialect`]).
 //!
 //! Tables carry a `posthook_` prefix, so that they can live beside Mattermost's own.
 
 use std::path::Path;
-use std::str::FromStr;
+use std::sync::Once;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, ConnectOptions, Executor, Row};
 
 use super::{
     AttemptRecord, Claimed, DeliveryDetail, DeliveryFilter, DeliveryRow, DisabledHook, End,
     NewDelivery, Op, StoreError, StoredAttempt,
 };
-use crate::config::{ContentType, Event};
+use crate::config::{ContentType, Event, StoreConfig, StoreUrl};
 
 /// The schema; each statement is idempotent.
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS posthook_deliveries (
         id TEXT PRIMARY KEY,
         hook TEXT NOT NULL,
-        url_index INTEGER NOT NULL,
+        url_index BIGINT NOT NULL,
         host TEXT NOT NULL,
         content_type TEXT NOT NULL,
-        body BLOB NOT NULL,
+        body {blob} NOT NULL,
         event TEXT NOT NULL,
         post_id TEXT NOT NULL,
         channel_id TEXT NOT NULL,
@@ -35,22 +36,22 @@ const SCHEMA: &[&str] = &[
         user_id TEXT NOT NULL,
         create_at BIGINT NOT NULL,
         state TEXT NOT NULL,
-        attempts INTEGER NOT NULL,
+        attempts BIGINT NOT NULL,
         next_at BIGINT NOT NULL,
         lease_until BIGINT,
         created_at BIGINT NOT NULL,
         updated_at BIGINT NOT NULL,
-        last_status INTEGER,
+        last_status BIGINT,
         last_error TEXT,
-        answer BLOB
+        answer {blob}
     )",
     "CREATE INDEX IF NOT EXISTS posthook_deliveries_due ON posthook_deliveries (state, next_at)",
     "CREATE INDEX IF NOT EXISTS posthook_deliveries_created ON posthook_deliveries (created_at)",
     "CREATE TABLE IF NOT EXISTS posthook_attempts (
         delivery_id TEXT NOT NULL,
-        n INTEGER NOT NULL,
+        n BIGINT NOT NULL,
         at BIGINT NOT NULL,
-        status INTEGER,
+        status BIGINT,
         latency_ms BIGINT NOT NULL,
         error TEXT,
         outcome TEXT NOT NULL,
@@ -63,8 +64,29 @@ const SCHEMA: &[&str] = &[
     )",
 ];
 
-/// SQLite's clock in milliseconds.
-const SQLITE_NOW: &str = "CAST(unixepoch('subsec') * 1000 AS INTEGER)";
+/// What the two dialects spell differently.
+#[derive(Debug, Clone, Copy)]
+struct Dialect {
+    /// The database's clock, in milliseconds.
+    now: &'static str,
+    /// A column of bytes.
+    blob: &'static str,
+    /// After the subquery of a claim: rows another process is claiming are skipped, not waited
+    /// for (SQLite has one writer at a time and needs none).
+    skip_locked: &'static str,
+}
+
+const SQLITE: Dialect = Dialect {
+    now: "CAST(unixepoch('subsec') * 1000 AS INTEGER)",
+    blob: "BLOB",
+    skip_locked: "",
+};
+
+const POSTGRES: Dialect = Dialect {
+    now: "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+    blob: "BYTEA",
+    skip_locked: "FOR UPDATE SKIP LOCKED",
+};
 
 /// The columns a claim or a detail reads.
 const DELIVERY_COLUMNS: &str = "id, hook, url_index, host, content_type, body, event, post_id, \
@@ -73,16 +95,12 @@ const DELIVERY_COLUMNS: &str = "id, hook, url_index, host, content_type, body, e
 /// A connection pool on one database.
 #[derive(Clone)]
 pub(super) struct Sql {
-    pool: SqlitePool,
+    pool: AnyPool,
+    dialect: Dialect,
 }
 
 fn err(e: sqlx::Error) -> StoreError {
     StoreError(e.to_string())
-}
-
-/// `sql` with the database's clock in place of `{now}`.
-fn q(sql: &str) -> String {
-    sql.replace("{now}", SQLITE_NOW)
 }
 
 fn ms(d: Duration) -> i64 {
@@ -90,33 +108,82 @@ fn ms(d: Duration) -> i64 {
 }
 
 impl Sql {
-    /// Opens (creating when missing) the SQLite database at `path`, in WAL mode, with the
-    /// schema in place.
-    pub(super) async fn open_sqlite(path: &Path) -> Result<Sql, StoreError> {
+    /// Opens the database `config` names; `None` for the memory store.
+    pub(super) async fn open_config(config: &StoreConfig) -> Result<Option<Sql>, StoreError> {
+        match &config.url {
+            StoreUrl::Memory => Ok(None),
+            StoreUrl::Sqlite(path) => Sql::open_sqlite(path).await.map(Some),
+            StoreUrl::Postgres(url) => Sql::open_postgres(url, config.max_connections)
+                .await
+                .map(Some),
+        }
+    }
+
+    /// Opens (creating when missing) the SQLite database at `path`, in WAL mode with every
+    /// commit synced to disk, with the schema in place. One connection: SQLite has one writer,
+    /// and the writer task batches the writes.
+    async fn open_sqlite(path: &Path) -> Result<Sql, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let options = SqliteConnectOptions::from_str("sqlite:")
-            .map_err(err)?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // Each group commit reaches the disk: a crash (or a power cut) loses nothing
-            // that was acknowledged.
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(5));
-        // One connection: SQLite has one writer, and the writer task batches the writes.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
+        let absolute = std::path::absolute(path)
+            .map_err(|e| StoreError(format!("{}: {e}", path.display())))?;
+        let url = url::Url::from_file_path(&absolute)
+            .map_err(|()| StoreError(format!("{}: not a usable path", path.display())))?;
+        let url = format!("sqlite://{}?mode=rwc", url.path());
+        Sql::open(&url, 1, SQLITE).await
+    }
+
+    /// Opens a PostgreSQL database (`postgres://…`) with up to `connections` connections,
+    /// with the schema in place.
+    async fn open_postgres(url: &str, connections: u32) -> Result<Sql, StoreError> {
+        // The error of a failed connection may quote the URL: never show it.
+        Sql::open(url, connections, POSTGRES)
+            .await
+            .map_err(|e| StoreError(e.0.replace(url, "<store.url>")))
+    }
+
+    async fn open(url: &str, connections: u32, dialect: Dialect) -> Result<Sql, StoreError> {
+        static DRIVERS: Once = Once::new();
+        DRIVERS.call_once(sqlx::any::install_default_drivers);
+        let options: AnyConnectOptions = url.parse().map_err(err)?;
+        // Statements are logged by sqlx at debug; posthook's policy caps dependencies at info
+        // anyway, and bodies never belong in a log line.
+        let options = options.disable_statement_logging();
+        let pool = AnyPoolOptions::new()
+            .max_connections(connections)
             .acquire_timeout(Duration::from_secs(10))
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    if conn.backend_name() == "SQLite" {
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                             PRAGMA busy_timeout = 5000",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await
             .map_err(err)?;
+        let sql = Sql { pool, dialect };
         for statement in SCHEMA {
-            sqlx::query(statement).execute(&pool).await.map_err(err)?;
+            sqlx::query(&sql.q(statement))
+                .execute(&sql.pool)
+                .await
+                .map_err(err)?;
         }
-        Ok(Sql { pool })
+        Ok(sql)
+    }
+
+    /// `sql` in this database's dialect.
+    fn q(&self, sql: &str) -> String {
+        sql.replace("{now}", self.dialect.now)
+            .replace("{blob}", self.dialect.blob)
+            .replace("{skip_locked}", self.dialect.skip_locked)
     }
 
     /// Applies `ops` in one transaction (the group commit).
@@ -125,24 +192,24 @@ impl Sql {
         for op in ops {
             match op {
                 Op::Intake(d) => {
-                    sqlx::query(&q(
+                    sqlx::query(&self.q(
                         "INSERT INTO posthook_deliveries (id, hook, url_index, host, content_type, \
                          body, event, post_id, channel_id, root_id, user_id, create_at, state, \
                          attempts, next_at, lease_until, created_at, updated_at) \
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', 0, \
                          {now}, {now} + $13, {now}, {now}) ON CONFLICT (id) DO NOTHING",
                     ))
-                    .bind(&d.id)
-                    .bind(&d.hook)
+                    .bind(d.id.as_str())
+                    .bind(d.hook.as_str())
                     .bind(i64::from(d.url_index))
-                    .bind(&d.host)
+                    .bind(d.host.as_str())
                     .bind(content_type_name(d.content_type))
                     .bind(d.body.as_ref())
                     .bind(d.event.as_str())
-                    .bind(&d.post_id)
-                    .bind(&d.channel_id)
-                    .bind(&d.root_id)
-                    .bind(&d.user_id)
+                    .bind(d.post_id.as_str())
+                    .bind(d.channel_id.as_str())
+                    .bind(d.root_id.as_str())
+                    .bind(d.user_id.as_str())
                     .bind(d.create_at)
                     .bind(ms(d.lease))
                     .execute(&mut *tx)
@@ -150,27 +217,27 @@ impl Sql {
                     .map_err(err)?;
                 }
                 Op::Attempt { id, attempt, end } => {
-                    record_attempt(&mut tx, id, attempt, end).await?;
+                    self.record_attempt(&mut tx, id, attempt, end).await?;
                 }
                 Op::Drop { id, reason } => {
-                    sqlx::query(&q(
+                    sqlx::query(&self.q(
                         "UPDATE posthook_deliveries SET state = 'dropped', last_error = $1, \
                          lease_until = NULL, updated_at = {now} WHERE id = $2 AND state = 'pending'",
                     ))
-                    .bind(reason)
-                    .bind(id)
+                    .bind(reason.as_str())
+                    .bind(id.as_str())
                     .execute(&mut *tx)
                     .await
                     .map_err(err)?;
                 }
                 Op::DisableHook { hook, reason } => {
-                    sqlx::query(&q(
+                    sqlx::query(&self.q(
                         "INSERT INTO posthook_hooks (hook, disabled_at, reason) VALUES ($1, {now}, $2) \
                          ON CONFLICT (hook) DO UPDATE SET disabled_at = excluded.disabled_at, \
                          reason = excluded.reason",
                     ))
-                    .bind(hook)
-                    .bind(reason)
+                    .bind(hook.as_str())
+                    .bind(reason.as_str())
                     .execute(&mut *tx)
                     .await
                     .map_err(err)?;
@@ -187,11 +254,11 @@ impl Sql {
         limit: u32,
         lease: Duration,
     ) -> Result<Vec<Claimed>, StoreError> {
-        let rows = sqlx::query(&q(&format!(
+        let rows = sqlx::query(&self.q(&format!(
             "UPDATE posthook_deliveries SET lease_until = {{now}} + $1, updated_at = {{now}} \
              WHERE id IN (SELECT id FROM posthook_deliveries WHERE state = 'pending' \
              AND next_at <= {{now}} AND (lease_until IS NULL OR lease_until < {{now}}) \
-             ORDER BY next_at LIMIT $2) RETURNING {DELIVERY_COLUMNS}"
+             ORDER BY next_at LIMIT $2 {{skip_locked}}) RETURNING {DELIVERY_COLUMNS}"
         )))
         .bind(ms(lease))
         .bind(i64::from(limit))
@@ -215,7 +282,7 @@ impl Sql {
     /// `age` ago; returns how many.
     pub(super) async fn purge(&self, age: Duration, batch: u32) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await.map_err(err)?;
-        let ids: Vec<String> = sqlx::query_scalar(&q(
+        let ids: Vec<String> = sqlx::query_scalar(&self.q(
             "SELECT id FROM posthook_deliveries WHERE state <> 'pending' \
              AND updated_at < {now} - $1 LIMIT $2",
         ))
@@ -270,7 +337,7 @@ impl Sql {
 
     /// Makes delivery `id` due again now, with its id; false when there is no such delivery.
     pub(super) async fn replay(&self, id: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(&q(
+        let done = sqlx::query(&self.q(
             "UPDATE posthook_deliveries SET state = 'pending', next_at = {now}, \
              lease_until = NULL, updated_at = {now} WHERE id = $1",
         ))
@@ -287,7 +354,7 @@ impl Sql {
         filter: &DeliveryFilter,
     ) -> Result<Vec<DeliveryRow>, StoreError> {
         let since = filter.since.map_or(0, ms);
-        let rows = sqlx::query(&q(
+        let rows = sqlx::query(&self.q(
             "SELECT id, hook, host, state, attempts, created_at, updated_at, last_status, \
              last_error, post_id FROM posthook_deliveries \
              WHERE ($1 IS NULL OR hook = $1) AND ($2 IS NULL OR state = $2) \
@@ -352,16 +419,16 @@ impl Sql {
             attempts,
         }))
     }
-}
 
-/// Records one attempt and what it ended in.
-async fn record_attempt(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    id: &str,
-    a: &AttemptRecord,
-    end: &End,
-) -> Result<(), StoreError> {
-    sqlx::query(&q(
+    /// Records one attempt and what it ended in.
+    async fn record_attempt(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        id: &str,
+        a: &AttemptRecord,
+        end: &End,
+    ) -> Result<(), StoreError> {
+        sqlx::query(&self.q(
         "INSERT INTO posthook_attempts (delivery_id, n, at, status, latency_ms, error, outcome) \
          VALUES ($1, $2, {now}, $3, $4, $5, $6) ON CONFLICT (delivery_id, n) DO NOTHING",
     ))
@@ -374,14 +441,14 @@ async fn record_attempt(
     .execute(&mut **tx)
     .await
     .map_err(err)?;
-    let (state, next, lease, answer): (&str, i64, Option<i64>, Option<&[u8]>) = match end {
-        End::Delivered { answer } => ("delivered", 0, None, Some(answer.as_ref())),
-        End::Retry { after, lease } => ("pending", ms(*after), Some(ms(*after + *lease)), None),
-        End::Failed => ("failed", 0, None, None),
-    };
-    sqlx::query(&q(
+        let (state, next, lease, answer): (&str, i64, Option<i64>, Option<&[u8]>) = match end {
+            End::Delivered { answer } => ("delivered", 0, None, Some(answer.as_ref())),
+            End::Retry { after, lease } => ("pending", ms(*after), Some(ms(*after + *lease)), None),
+            End::Failed => ("failed", 0, None, None),
+        };
+        sqlx::query(&self.q(
         "UPDATE posthook_deliveries SET state = $1, next_at = {now} + $2, \
-         lease_until = {now} + $3, attempts = MAX(attempts, $4), last_status = $5, \
+         lease_until = {now} + $3, attempts = CASE WHEN attempts > $4 THEN attempts ELSE $4 END, last_status = $5, \
          last_error = $6, answer = COALESCE($7, answer), updated_at = {now} WHERE id = $8",
     ))
     .bind(state)
@@ -395,7 +462,8 @@ async fn record_attempt(
     .execute(&mut **tx)
     .await
     .map_err(err)?;
-    Ok(())
+        Ok(())
+    }
 }
 
 fn content_type_name(c: ContentType) -> &'static str {
@@ -405,7 +473,7 @@ fn content_type_name(c: ContentType) -> &'static str {
     }
 }
 
-fn claimed(r: &sqlx::sqlite::SqliteRow) -> Result<Claimed, StoreError> {
+fn claimed(r: &AnyRow) -> Result<Claimed, StoreError> {
     let content_type: String = r.try_get("content_type").map_err(err)?;
     let event: String = r.try_get("event").map_err(err)?;
     let body: Vec<u8> = r.try_get("body").map_err(err)?;
@@ -438,7 +506,7 @@ fn claimed(r: &sqlx::sqlite::SqliteRow) -> Result<Claimed, StoreError> {
     })
 }
 
-fn delivery_row(r: &sqlx::sqlite::SqliteRow) -> Result<DeliveryRow, StoreError> {
+fn delivery_row(r: &AnyRow) -> Result<DeliveryRow, StoreError> {
     Ok(DeliveryRow {
         id: r.try_get("id").map_err(err)?,
         hook: r.try_get("hook").map_err(err)?,

@@ -31,6 +31,7 @@
 //! let posts = mm.wait_for_posts(2, Duration::from_secs(5)).await;
 //! ```
 
+mod postgres;
 mod raw;
 mod receiver;
 mod server;
@@ -43,6 +44,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+#[allow(unused_imports)]
+pub use postgres::PgCluster;
 #[allow(unused_imports)]
 pub use raw::{http_request, RawConn, RawResponse};
 #[allow(unused_imports)]

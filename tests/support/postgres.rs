@@ -1,0 +1,164 @@
+//! A throwaway PostgreSQL cluster: `initdb` in a temporary directory, the server on a unix
+//! socket only (no TCP port), trust authentication, fsync off; stopped and removed on drop.
+//! As root, the cluster runs as the `postgres` user (PostgreSQL refuses root).
+//!
+//! The binaries come from Debian's `postgresql` package (`/usr/lib/postgresql/*/bin`) or the
+//! `PATH`; without them the test fails and says how to install them (`make test` does).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running cluster; dropping it stops the server and removes its directory.
+#[allow(dead_code)]
+pub struct PgCluster {
+    dir: PathBuf,
+    bin: PathBuf,
+    server: Child,
+    /// `postgres://posthook@/postgres?host=DIR&port=PORT`.
+    pub url: String,
+}
+
+/// The value of `r`, or a panic saying what failed (support code never unwraps).
+#[allow(dead_code)]
+fn must<T, E: std::fmt::Debug>(r: Result<T, E>, what: &str) -> T {
+    r.unwrap_or_else(|e| panic!("{what}: {e:?}"))
+}
+
+#[allow(dead_code)]
+fn bin_dir() -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    found.sort();
+    if let Some(dir) = found.pop() {
+        return dir;
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .find(|d| d.join("initdb").exists())
+        .unwrap_or_else(|| {
+            panic!(
+                "PostgreSQL is not installed (no initdb): apt-get install postgresql, or run scripts/test-deps.sh (make test does)"
+            )
+        })
+}
+
+/// `program` as the user the cluster runs as: `postgres` when this process is root.
+#[allow(dead_code)]
+fn command(program: &Path) -> Command {
+    // SAFETY-free check of the effective user: /proc/self/status would do as well.
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false);
+    if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+#[allow(dead_code)]
+impl PgCluster {
+    pub fn start() -> PgCluster {
+        let bin = bin_dir();
+        let dir = std::env::temp_dir().join(format!(
+            "posthook-pg-{}-{}",
+            std::process::id(),
+            super::random_id()
+        ));
+        must(
+            std::fs::create_dir_all(&dir),
+            "create the cluster's directory",
+        );
+        // The postgres user must own the directory when the cluster runs as it.
+        must(
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)),
+            "open the cluster's directory to its user",
+        );
+        let data = dir.join("data");
+        let mut out = command(&bin.join("initdb"));
+        out.current_dir(&dir)
+            .args(["-D", &data.to_string_lossy()])
+            .args(["-U", "posthook", "-A", "trust", "--no-sync", "-E", "UTF8"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let out = must(out.output(), "run initdb");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = {
+            let l = must(std::net::TcpListener::bind("127.0.0.1:0"), "bind a port");
+            must(l.local_addr(), "read the port").port()
+        };
+        let mut server = command(&bin.join("postgres"));
+        server
+            .current_dir(&dir)
+            .args(["-D", &data.to_string_lossy()])
+            .args(["-k", &dir.to_string_lossy()])
+            .args(["-p", &port.to_string()])
+            .args(["-c", "listen_addresses=", "-c", "fsync=off"])
+            .args(["-c", "max_connections=200"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let server = must(server.spawn(), "start postgres");
+        let socket = dir.join(format!(".s.PGSQL.{port}"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "PostgreSQL did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The socket appears before the server accepts logins: wait for a real answer.
+        let ready = bin.join("pg_isready");
+        while !Command::new(&ready)
+            .args(["-h", &dir.to_string_lossy(), "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "PostgreSQL did not accept logins"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let url = format!(
+            "postgres://posthook@localhost/postgres?host={}&port={port}",
+            dir.display()
+        );
+        PgCluster {
+            dir,
+            bin,
+            server,
+            url,
+        }
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        // Immediate shutdown: a throwaway cluster needs no checkpoint.
+        let _ = command(&self.bin.join("pg_ctl"))
+            .current_dir(&self.dir)
+            .args(["stop", "-s", "-m", "immediate", "-D"])
+            .arg(self.dir.join("data"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.server.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
