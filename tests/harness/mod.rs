@@ -65,10 +65,25 @@ pub async fn standin() -> MattermostStandIn {
     mm
 }
 
-/// An unused loopback port (bound and released; Pingora binds it again right after).
+/// An unused loopback port for posthook to listen on, drawn below the kernel's ephemeral
+/// range (32768-60999 on Linux): ports that servers bound to port 0 get (stand-ins,
+/// receivers) never land here, so no other test can take it between this check and
+/// posthook's bind, which made a test talk to another test's server.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    use std::hash::{BuildHasher, Hasher};
+    loop {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        let port = 20_000 + (h.finish() % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A config for posthook on a fresh port in front of `upstream`; `extra` is appended
