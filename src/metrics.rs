@@ -144,6 +144,17 @@ pub fn render(s: &Snapshot, queue: QueueReading) -> String {
         "Hooks disabled by a 410 Gone answer.",
         s.hooks_disabled,
     );
+    labelled(
+        w,
+        "posthook_notifications_total",
+        "counter",
+        "Direct messages of hooks' notify: sent, or failed (user look-up, channel or post refused).",
+        "outcome",
+        &[
+            ("sent", s.notifications_sent),
+            ("failed", s.notifications_failed),
+        ],
+    );
     counter(
         w,
         "posthook_store_errors_total",
@@ -352,6 +363,7 @@ mod tests {
             ("posthook_deliveries_pending", "gauge"),
             ("posthook_hooks_disabled", "gauge"),
             ("posthook_store_errors_total", "counter"),
+            ("posthook_notifications_total", "counter"),
             ("posthook_deliveries_undurable_total", "counter"),
             ("posthook_replies_total", "counter"),
             ("posthook_delivery_duration_seconds", "histogram"),

@@ -88,6 +88,9 @@ counters! {
     store_errors,
     /// Deliveries sent without having been written to the store (it failed or was slow).
     deliveries_undurable,
+    /// `notify` direct messages sent, and those that could not be.
+    notifications_sent,
+    notifications_failed,
     /// Webhook answers whose reply could not be decoded, built or posted.
     replies_failed,
     /// Webhook answers that asked for no reply.

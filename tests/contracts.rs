@@ -157,6 +157,8 @@ const KEYS: &[(&str, &str, Kind)] = &[
     ("store", "max_connections", Kind::Whole),
     ("hooks", "retry", Kind::Section),
     ("hooks", "timeout_seconds", Kind::Seconds),
+    ("hooks", "max_in_flight", Kind::Whole),
+    ("hooks", "notify", Kind::Section),
     ("hooks", "from_users", Kind::Texts),
     ("hooks", "exclude_bots", Kind::Flag),
     ("hooks", "trigger_pattern", Kind::Text),

@@ -106,6 +106,7 @@ async fn the_store_works_on_postgres_and_claims_hand_each_delivery_to_one_replic
         },
         End::Delivered {
             answer: Bytes::from_static(b"ok"),
+            reply_lease: None,
         },
     )
     .await;

@@ -130,8 +130,11 @@ async fn an_answer_with_a_reply_is_never_retried_and_other_statuses_are_final() 
     rx.wait_for(1, T).await;
     let posts = mm.wait_for_posts(2, T).await;
     assert_eq!(posts[1]["message"], "broken, but here is a reply");
-    let s = settled(&ph, 1).await;
-    assert_eq!((s.deliveries_delivered, s.replies_posted), (1, 1), "{s:#?}");
+    settled(&ph, 1).await;
+    let s = ph
+        .wait_stats("the reply counted", |s| s.replies_posted == 1)
+        .await;
+    assert_eq!(s.deliveries_delivered, 1, "{s:#?}");
 
     assert_eq!(create_post(ph.addr, PUBLIC, "#t two").await.0, 201);
     let s = settled(&ph, 2).await;
@@ -232,4 +235,116 @@ async fn beyond_the_backlog_bound_a_delivery_that_would_wait_is_dropped() {
     let s = settled(&ph, 1).await;
     assert_eq!(s.deliveries_dropped, 1, "{s:#?}");
     rx.assert_quiet(Duration::from_millis(1500)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_in_flight_bounds_one_hook_and_leaves_the_others_alone() {
+    let slow =
+        WebhookReceiver::start(Responder::Delay(Duration::from_millis(400), String::new())).await;
+    let slow_url = slow.url("/slow");
+    let Fixture { mm: _mm, rx, ph } = Fixture::builder()
+        .responder(Responder::Delay(Duration::from_millis(400), String::new()))
+        .hook(move |_| hook(&slow_url, &[("max_in_flight", "2")]))
+        .hook(|rx| hook(&rx.url("/free"), &[]))
+        .start()
+        .await;
+    let started = std::time::Instant::now();
+    for i in 0..6 {
+        assert_eq!(
+            create_post(ph.addr, PUBLIC, &format!("#t {i}")).await.0,
+            201
+        );
+    }
+    // The unbounded hook's six are all in flight at once.
+    rx.wait_for(6, T).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1200),
+        "not held up: {:?}",
+        started.elapsed()
+    );
+    slow.wait_for(6, T).await;
+    let s = settled(&ph, 12).await;
+    assert_eq!(s.deliveries_delivered, 12, "{s:#?}");
+    assert_eq!(slow.max_concurrent(), 2, "never more than max_in_flight");
+    assert!(rx.max_concurrent() > 2, "{}", rx.max_concurrent());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_tells_the_user_once_an_hour_about_failures_and_about_a_disabled_hook() {
+    let gone = WebhookReceiver::start(Responder::Status(410, String::new())).await;
+    let gone_url = gone.url("/gone");
+    let Fixture { mm, rx, ph } = Fixture::builder()
+        .responder(Responder::Status(500, String::new()))
+        .hook(|rx| {
+            hook(
+                &rx.url("/flaky"),
+                &[
+                    ("id", "flaky"),
+                    ("retry", "{attempts: 1}"),
+                    (
+                        "notify",
+                        &format!("{{username: {USER_NAME}, after_failures: 2}}"),
+                    ),
+                ],
+            )
+        })
+        .start()
+        .await;
+    let dm_posts = |mm: &MattermostStandIn| -> Vec<String> {
+        mm.posts()
+            .into_iter()
+            .filter(|p| p["channel_id"] == DM)
+            .map(|p| p["message"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(create_post(ph.addr, PUBLIC, "#t 1").await.0, 201);
+    settled(&ph, 1).await;
+    assert!(dm_posts(&mm).is_empty(), "one failure is not yet enough");
+    assert_eq!(create_post(ph.addr, PUBLIC, "#t 2").await.0, 201);
+    ph.wait_stats("the notice sent", |s| s.notifications_sent == 1)
+        .await;
+    let sent = dm_posts(&mm);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(
+        sent[0].contains("hook `flaky`") && sent[0].contains("failed 2 deliveries in a row"),
+        "{}",
+        sent[0]
+    );
+    assert!(!sent[0].contains(&rx.url("/flaky")), "never the URL");
+    for i in 3..6 {
+        assert_eq!(
+            create_post(ph.addr, PUBLIC, &format!("#t {i}")).await.0,
+            201
+        );
+    }
+    settled(&ph, 5).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(dm_posts(&mm).len(), 1, "at most one message an hour");
+
+    // Another hook with notify, disabled by a 410: its user hears of it.
+    drop(ph);
+    let (text, listen) = config_text(
+        &mm.base_url(),
+        &format!(
+            "{ALLOW_LOOPBACK}hooks:\n{}",
+            hook(
+                &gone_url,
+                &[
+                    ("id", "old"),
+                    ("notify", &format!("{{username: {USER_NAME}}}"))
+                ]
+            )
+        ),
+    );
+    let ph = start(&text, listen).await;
+    assert_eq!(create_post(ph.addr, PUBLIC, "#t 7").await.0, 201);
+    ph.wait_stats("the notice sent", |s| s.notifications_sent == 1)
+        .await;
+    let sent = dm_posts(&mm);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(
+        sent[1].contains("hook `old`") && sent[1].contains("is disabled: answered 410 Gone"),
+        "{}",
+        sent[1]
+    );
 }

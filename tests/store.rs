@@ -291,3 +291,58 @@ fn with_the_memory_store_the_commands_name_the_store_key() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_cut_off_by_kill_9_is_posted_from_the_kept_answer_once() {
+    let mm = standin().await;
+    let rx = WebhookReceiver::start(Responder::Json(r#"{"text":"green"}"#.to_string())).await;
+    let dir = scratch("reply");
+    let first = listen_addr();
+    let mut a = Proc::start(&config(&mm, first, &dir, &hook("ci", &rx.url("/h"))), first).await;
+    // Mattermost takes its time answering posts: the reply is made, its answer not yet sent,
+    // when the process dies.
+    mm.set_post_delay(Duration::from_secs(3));
+    assert_eq!(create_post(first, PUBLIC, "#t build").await.0, 201);
+    rx.wait_for(1, T).await;
+    mm.wait_for_posts(2, T).await;
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    mm.set_post_delay(Duration::ZERO);
+
+    // The next posthook finds the delivered request whose reply was never recorded done and
+    // posts it again from the kept answer, with the same pending_post_id: one reply in all.
+    let second = listen_addr();
+    let _b = Proc::start(
+        &config(&mm, second, &dir, &hook("ci", &rx.url("/h"))),
+        second,
+    )
+    .await;
+    let deadline = std::time::Instant::now() + T;
+    let replies = loop {
+        let tries: Vec<RecordedRequest> = mm
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "POST" && r.path_and_query == "/api/v4/posts?set_online=false")
+            .collect();
+        if tries.len() >= 2 {
+            break tries;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no second reply attempt"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let key = |r: &RecordedRequest| r.json()["pending_post_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        key(&replies[0]),
+        key(&replies[1]),
+        "the same pending_post_id"
+    );
+    assert!(key(&replies[0]).starts_with("msg_") && key(&replies[0]).ends_with(":0"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let posts = mm.posts();
+    assert_eq!(posts.len(), 2, "the post and one reply: {posts:#?}");
+    assert_eq!(rx.requests().len(), 1, "the webhook is never asked again");
+    let _ = std::fs::remove_dir_all(&dir);
+}

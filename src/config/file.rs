@@ -98,6 +98,16 @@ pub struct Hook {
     pub signing_secret: Option<Spanned<OneOrMany>>,
     pub retry: Option<Spanned<Retry>>,
     pub timeout_seconds: Option<Spanned<u64>>,
+    pub max_in_flight: Option<Spanned<u64>>,
+    pub notify: Option<Spanned<Notify>>,
+}
+
+/// `notify` of a hook.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    pub username: Option<Str>,
+    pub after_failures: Option<Spanned<u64>>,
 }
 
 /// `retry` of a hook.
@@ -188,6 +198,7 @@ pub fn expected(key: &str) -> Option<&'static str> {
         | "max_concurrent_deliveries"
         | "max_pending_deliveries"
         | "max_connections"
+        | "max_in_flight"
         | "max_idle_connections_per_host"
         | "lookup_cache_max_entries" => "a whole number",
         "allowed_untrusted_internal_connections"
@@ -197,7 +208,8 @@ pub fn expected(key: &str) -> Option<&'static str> {
         "channel_types" => "a list of O, P, D, G",
         "signing_secret" => "a whsec_ secret or a list of them",
         "events" => "a list of posted, edited",
-        "settings" | "server" | "limits" | "retry" | "store" => "a mapping",
+        "settings" | "server" | "limits" | "retry" | "store" | "notify" => "a mapping",
+        "after_failures" => "a whole number",
         "url" => "a string",
         "retention_days" => "a whole number of days",
         "lease_margin_seconds" => "a whole number of seconds",

@@ -71,6 +71,19 @@ pub struct Sending {
     pub retry: Option<Retry>,
     /// `timeout_seconds`: this hook's whole-request deadline; `None`: the settings' one.
     pub timeout: Option<Duration>,
+    /// `max_in_flight`: requests of this hook in flight at once; `None`: no bound of its own.
+    pub max_in_flight: Option<usize>,
+    /// `notify`: whom the bot tells when the hook keeps failing or is disabled.
+    pub notify: Option<Notify>,
+}
+
+/// A hook's `notify`: the bot sends `username` a direct message after `after_failures`
+/// consecutive finally-failed deliveries, and when the hook is disabled; at most one message
+/// per hook per hour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notify {
+    pub username: String,
+    pub after_failures: u32,
 }
 
 /// A hook's `retry`: up to `attempts` in all; retry n (1 for the first) waits

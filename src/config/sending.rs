@@ -4,7 +4,7 @@
 use super::error::ConfigError;
 use super::file::{self, OneOrMany};
 use super::validate::Validator;
-use super::{Retry, Sending};
+use super::{Notify, Retry, Sending};
 use std::time::Duration;
 
 /// Most attempts a `retry` may ask for.
@@ -61,10 +61,77 @@ impl Validator<'_> {
             None => None,
             Some(t) => Some(self.seconds(&format!("{p}.timeout_seconds"), t, 1)?),
         };
+        let max_in_flight = match &h.max_in_flight {
+            None => None,
+            Some(n) => {
+                if !(1..=100_000).contains(&n.value) {
+                    return Err(self.err(
+                        n.referenced,
+                        &format!("{p}.max_in_flight"),
+                        "must be 1 to 100000",
+                    ));
+                }
+                Some(n.value as usize)
+            }
+        };
+        let notify = match &h.notify {
+            None => None,
+            Some(n) => Some(self.notify(&format!("{p}.notify"), n)?),
+        };
         Ok(Sending {
             signing_secrets,
             retry,
             timeout,
+            max_in_flight,
+            notify,
+        })
+    }
+
+    /// `notify`: `username` required (a Mattermost username), `after_failures` 1 to 10 000,
+    /// default 5.
+    fn notify(
+        &self,
+        field: &str,
+        n: &serde_saphyr::Spanned<file::Notify>,
+    ) -> Result<Notify, ConfigError> {
+        let Some(raw) = &n.value.username else {
+            return Err(self.err(
+                n.referenced,
+                &format!("{field}.username"),
+                "is required (the Mattermost user the bot writes to)",
+            ));
+        };
+        let at = format!("{field}.username");
+        let username = self.subst(raw, &at)?;
+        let username = username.trim_start_matches('@').to_ascii_lowercase();
+        let valid = !username.is_empty()
+            && username.len() <= 64
+            && username
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+        if !valid {
+            return Err(self.err(
+                raw.referenced,
+                &at,
+                "must be a Mattermost username (letters, digits, '.', '-', '_')",
+            ));
+        }
+        let after_failures = match &n.value.after_failures {
+            None => 5,
+            Some(a) => {
+                if !(1..=10_000).contains(&a.value) {
+                    return Err(self.err(
+                        a.referenced,
+                        &format!("{field}.after_failures"),
+                        "must be 1 to 10000",
+                    ));
+                }
+                a.value as u32
+            }
+        };
+        Ok(Notify {
+            username,
+            after_failures,
         })
     }
 

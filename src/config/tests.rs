@@ -385,6 +385,10 @@ fn every_key_of_the_file_has_words_for_its_type() {
             "hooks:\n  - retry:\n      zz_unknown: 1\n",
         ),
         ("store", "store:\n  zz_unknown: 1\n"),
+        (
+            "hooks[0].notify",
+            "hooks:\n  - notify:\n      zz_unknown: 1\n",
+        ),
     ];
     for (section, text) in sections {
         let e = err(&format!("{MINIMAL}{text}"));
@@ -758,5 +762,40 @@ fn store_urls_resolve_beside_the_config_and_errors_never_repeat_them() {
         let e = store(text, "posthook.yaml").unwrap_err().to_string();
         assert_eq!(e, *want, "{text}");
         assert!(!e.contains("pw@"), "never the URL: {e}");
+    }
+}
+
+#[test]
+fn max_in_flight_and_notify_parse_with_located_errors() {
+    let hook = |extra: &str| {
+        format!("{MINIMAL}hooks:\n  - trigger_words: [a]\n    callback_urls: [\"http://x\"]\n    token: t\n{extra}")
+    };
+    let c = load(&hook(
+        "    max_in_flight: 4\n    notify: {username: \"@Alice\", after_failures: 3}\n",
+    ))
+    .unwrap();
+    let s = &c.hooks[0].sending;
+    assert_eq!(s.max_in_flight, Some(4));
+    assert_eq!(
+        s.notify,
+        Some(Notify {
+            username: "alice".into(),
+            after_failures: 3
+        }),
+        "a leading @ and capitals are accepted"
+    );
+    let d = load(&hook("    notify: {username: ops}\n")).unwrap();
+    assert_eq!(
+        d.hooks[0].sending.notify.as_ref().unwrap().after_failures,
+        5
+    );
+    let rows: &[(&str, &str)] = &[
+        ("    max_in_flight: 0\n", "posthook.yaml:8:20: hooks[0].max_in_flight: must be 1 to 100000"),
+        ("    notify: {after_failures: 2}\n", "posthook.yaml:8:13: hooks[0].notify.username: is required (the Mattermost user the bot writes to)"),
+        ("    notify: {username: \"a/b\"}\n", "posthook.yaml:8:24: hooks[0].notify.username: must be a Mattermost username (letters, digits, '.', '-', '_')"),
+        ("    notify: {username: ops, after_failures: 0}\n", "posthook.yaml:8:45: hooks[0].notify.after_failures: must be 1 to 10000"),
+    ];
+    for (extra, want) in rows {
+        assert_eq!(err(&hook(extra)), *want, "{extra}");
     }
 }

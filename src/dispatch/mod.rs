@@ -23,6 +23,7 @@
 
 mod created;
 mod due;
+mod notify;
 mod poller;
 pub mod queue;
 mod retry;
@@ -101,6 +102,11 @@ struct Shared {
     /// a claim of one of them (its lease ran out while it waited for a permit) is not sent
     /// twice from here.
     held: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Each hook with `max_in_flight`: its bound and its permits, by name (kept across reloads
+    /// while the bound stays).
+    hook_gates: std::sync::Mutex<std::collections::HashMap<String, (usize, Arc<Semaphore>)>>,
+    /// `notify`'s counts and limits.
+    notifications: notify::Notifications,
     store_config: StoreConfig,
     /// The settings' request deadline, for a hook without `timeout_seconds` (leases).
     default_timeout: Duration,
@@ -139,6 +145,8 @@ impl Dispatcher {
             disabled: Default::default(),
             store: std::sync::OnceLock::new(),
             held: Default::default(),
+            hook_gates: Default::default(),
+            notifications: Default::default(),
             store_config: config.store.clone(),
             default_timeout: config.settings.outgoing_integration_requests_timeout,
             // Mattermost answers a retried post (same pending_post_id) with the same post: fire once.
@@ -295,7 +303,7 @@ impl Shared {
     async fn admit(&self, live: &Live, post: &CreatedPost, event: Event) -> bool {
         let key = match event {
             Event::Posted => post.id.clone(),
-            Event::Edited if post.edit_at > 0 => format!("{}@{}", post.id, post.edit_at),
+            Event::Edited if is_new_edit(post) => format!("{}@{}", post.id, post.edit_at),
             Event::Edited => {
                 debug!("post {} updated without an edit; no webhooks", post.id);
                 return false;
@@ -495,12 +503,19 @@ impl Shared {
             // Encoded once per hook; each URL gets its own cheap clone.
             let body = Bytes::from(payload.encode(hook.content_type));
             for (mut request, url, url_index) in requests {
-                let Ok(permit) = self.delivery_permits.clone().acquire_owned().await else {
-                    request.settle(Outcome::Dropped {
-                        reason: "no_capacity",
-                        error: None,
-                    });
-                    continue;
+                // A hook with its own bound waits for it first, holding no delivery permit
+                // meanwhile (the attempt loop takes both); the others take theirs here.
+                let permits = if hook.sending.max_in_flight.is_some() {
+                    Vec::new()
+                } else {
+                    let Ok(permit) = self.delivery_permits.clone().acquire_owned().await else {
+                        request.settle(Outcome::Dropped {
+                            reason: "no_capacity",
+                            error: None,
+                        });
+                        continue;
+                    };
+                    vec![permit]
                 };
                 let shared = self.clone();
                 let request_to_send = send::Request {
@@ -512,7 +527,7 @@ impl Shared {
                     fresh: true,
                 };
                 tokio::spawn(async move {
-                    shared.deliver(request, request_to_send, vec![permit]).await;
+                    shared.deliver(request, request_to_send, permits).await;
                 });
             }
         }
@@ -534,6 +549,16 @@ fn admits_author(beyond: &Beyond, user_id: &str, author: Option<&User>) -> bool 
     }
 }
 
+/// Whether the post in an edit's 200 shows an edit made by that request: `edit_at` set, and
+/// set by this update — Mattermost sets `edit_at` and `update_at` together when the message
+/// changes, so a pin or a props-only change of a post edited earlier (minutes ago, past the
+/// memory of repeats) keeps an `edit_at` far older than its `update_at`.
+fn is_new_edit(post: &CreatedPost) -> bool {
+    /// Most that `update_at` may follow `edit_at` in one update (two clock readings apart).
+    const SAME_UPDATE_MS: i64 = 5_000;
+    post.edit_at > 0 && (post.update_at == 0 || post.update_at - post.edit_at <= SAME_UPDATE_MS)
+}
+
 /// What the look-ups found, for the payload.
 #[derive(Clone, Copy)]
 struct Names<'a> {
@@ -552,6 +577,33 @@ mod tests {
             id: "u1".into(),
             username: name.into(),
             is_bot,
+        }
+    }
+
+    #[test]
+    fn an_edit_is_a_new_edit_at_set_by_this_update() {
+        let post = |edit_at: i64, update_at: i64| CreatedPost {
+            edit_at,
+            update_at,
+            ..CreatedPost::default()
+        };
+        let rows: &[(CreatedPost, bool, &str)] = &[
+            (
+                post(0, 1_000),
+                false,
+                "never edited: a pin or a props change",
+            ),
+            (post(1_000, 1_001), true, "edited by this update"),
+            (post(1_000, 1_000), true, "one clock reading"),
+            (post(1_000, 0), true, "no update_at in the answer"),
+            (
+                post(1_000, 1_000 + 600_000),
+                false,
+                "edited ten minutes earlier, pinned now",
+            ),
+        ];
+        for (p, want, what) in rows {
+            assert_eq!(is_new_edit(p), *want, "{what}");
         }
     }
 

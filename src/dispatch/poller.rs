@@ -14,8 +14,8 @@ use super::due::{DueRequest, Outcome};
 use super::send::Request;
 use super::Shared;
 use crate::mattermost::model::CreatedPost;
-use crate::store::{Claimed, Store};
-use crate::webhook::Delivery;
+use crate::store::{Claimed, ClaimedReply, Store};
+use crate::webhook::{Delivery, WebhookAnswer};
 
 /// How often due work is looked for.
 const TICK: Duration = Duration::from_secs(1);
@@ -23,6 +23,8 @@ const TICK: Duration = Duration::from_secs(1);
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 /// Deliveries deleted per transaction.
 const PURGE_BATCH: u32 = 1000;
+/// Replies of dead processes taken over per tick.
+const REPLY_BATCH: u32 = 64;
 
 /// The memory store, until (or unless) a durable one is opened.
 static MEMORY: Store = Store::MEMORY;
@@ -60,11 +62,14 @@ impl Shared {
             tokio::time::sleep(TICK).await;
             self.refresh_disabled().await;
             let free = self.retry_permits.available_permits() as u32;
+            let lease = self.default_timeout + self.store_config.lease_margin;
             if free > 0 {
-                let lease = self.default_timeout + self.store_config.lease_margin;
                 for claimed in self.store().claim(free, lease).await {
                     self.clone().resume(claimed).await;
                 }
+            }
+            for reply in self.store().claim_replies(REPLY_BATCH, lease).await {
+                self.clone().post_reply(reply);
             }
             if last_purge.elapsed() >= PURGE_EVERY {
                 last_purge = Instant::now();
@@ -92,6 +97,57 @@ impl Shared {
         }
     }
 
+    /// Posts the reply of a delivered request whose process died before recording it done,
+    /// from the kept answer. Each part carries its deterministic `pending_post_id`: a part
+    /// the dead process had already posted less than 30 s before is answered by Mattermost
+    /// with that post, not made twice.
+    fn post_reply(self: Arc<Self>, claimed: ClaimedReply) {
+        let ClaimedReply {
+            delivery: d,
+            status,
+            answer,
+        } = claimed;
+        let Some(delivery) = self.rebuild(&d) else {
+            let store = self.store().clone();
+            tokio::spawn(async move { store.reply_done(&d.id).await });
+            return;
+        };
+        let answer = WebhookAnswer {
+            status,
+            body: answer,
+            retry_after: None,
+        };
+        tokio::spawn(async move {
+            self.sink.handle(delivery, answer).await;
+            self.store().reply_done(&d.id).await;
+        });
+    }
+
+    /// The delivery of `d` with the hook of the configuration in force (`None` when the hook
+    /// is gone).
+    fn rebuild(&self, d: &crate::store::NewDelivery) -> Option<Delivery> {
+        let live = self.live.load_full();
+        let (index, hook) = live
+            .hooks
+            .iter()
+            .enumerate()
+            .find(|(i, h)| h.name(*i).to_string() == d.hook)?;
+        Some(Delivery {
+            post: Arc::new(CreatedPost {
+                id: d.post_id.clone(),
+                create_at: d.create_at,
+                user_id: d.user_id.clone(),
+                channel_id: d.channel_id.clone(),
+                root_id: d.root_id.clone(),
+                ..CreatedPost::default()
+            }),
+            hook_index: index,
+            hook: hook.clone(),
+            callback_host: d.host.clone(),
+            webhook_id: Some(d.id.clone()),
+        })
+    }
+
     /// Sends a claimed delivery again, from its next attempt, with the hook and URL of the
     /// configuration in force; one whose hook or URL is gone is dropped (recorded).
     async fn resume(self: Arc<Self>, claimed: Claimed) {
@@ -104,38 +160,15 @@ impl Shared {
             // only renewed the lease.
             return;
         }
-        let live = self.live.load_full();
-        let found = live
-            .hooks
-            .iter()
-            .enumerate()
-            .find(|(i, h)| h.name(*i).to_string() == d.hook);
-        let post = Arc::new(CreatedPost {
-            id: d.post_id.clone(),
-            create_at: d.create_at,
-            user_id: d.user_id.clone(),
-            channel_id: d.channel_id.clone(),
-            root_id: d.root_id.clone(),
-            ..CreatedPost::default()
-        });
-        let (index, hook) = match found {
-            Some((i, h)) => (i, h.clone()),
-            None => {
-                warn!(
-                    "delivery webhook_id={} of hook {}: the hook is no longer in the configuration; dropped",
-                    d.id, d.hook
-                );
-                self.store().dropped(&d.id, "hook_removed").await;
-                return;
-            }
+        let Some(delivery) = self.rebuild(&d) else {
+            warn!(
+                "delivery webhook_id={} of hook {}: the hook is no longer in the configuration; dropped",
+                d.id, d.hook
+            );
+            self.store().dropped(&d.id, "hook_removed").await;
+            return;
         };
-        let delivery = Delivery {
-            post,
-            hook_index: index,
-            hook: hook.clone(),
-            callback_host: d.host.clone(),
-            webhook_id: Some(d.id.clone()),
-        };
+        let hook = delivery.hook.clone();
         // A resumed delivery is due again here (it ended, or never ended, elsewhere).
         let mut request = DueRequest::new(delivery, self.stats.clone());
         let Some(url) = hook.callback_urls.get(d.url_index as usize).cloned() else {
@@ -154,15 +187,6 @@ impl Shared {
             });
             return;
         }
-        let retry = self.retry_permits.clone().acquire_owned().await.ok();
-        let delivery = self.delivery_permits.clone().acquire_owned().await.ok();
-        let (Some(r), Some(p)) = (retry, delivery) else {
-            request.settle(Outcome::Dropped {
-                reason: "no_capacity",
-                error: None,
-            });
-            return;
-        };
         let send = Request {
             url,
             url_index: d.url_index,
@@ -171,6 +195,8 @@ impl Shared {
             attempt: attempts + 1,
             fresh: false,
         };
-        tokio::spawn(self.deliver(request, send, vec![r, p]));
+        // The attempt loop takes the permits (a retry permit: claimed work never starves
+        // fresh posts).
+        tokio::spawn(self.deliver(request, send, Vec::new()));
     }
 }

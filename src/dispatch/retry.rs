@@ -69,7 +69,7 @@ pub(super) fn judge(
 }
 
 /// Whether `answer` makes the reply stage post something (then it is never retried).
-fn yields_reply(answer: &WebhookAnswer) -> bool {
+pub(super) fn yields_reply(answer: &WebhookAnswer) -> bool {
     matches!(decode_response(&answer.body), Ok(Some(r)) if r.wants_reply())
 }
 

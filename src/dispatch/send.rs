@@ -47,7 +47,7 @@ pub(super) struct Request {
 
 impl Shared {
     /// Sends `request` — and tries again as the verdicts say — then hands the answer to the
-    /// sink. `permits` are the ones its first attempt holds.
+    /// sink. `permits` are the ones its first attempt already holds (none: it takes them).
     pub(super) async fn deliver(
         self: Arc<Self>,
         mut request: DueRequest,
@@ -71,6 +71,20 @@ impl Shared {
         let id = request.delivery.webhook_id.clone().unwrap_or_default();
         let _held = Held::new(&self, &id);
         loop {
+            if permits.is_empty() {
+                let again = attempt > 1 || !fresh;
+                match self.take_permits(&mut request, again, &store).await {
+                    Some(p) => permits = p,
+                    None => return,
+                }
+            } else if let Some(gate) = self.hook_gate(&request.delivery) {
+                // A first attempt that took its delivery permit before its hook had a bound
+                // (a reload in between): take the hook's too.
+                match gate.acquire_owned().await {
+                    Ok(p) => permits.push(p),
+                    Err(_) => return,
+                }
+            }
             // The latest client: a reload's address policy applies to retries too.
             let webhooks = self.live.load().webhooks.clone();
             let started = Instant::now();
@@ -97,12 +111,16 @@ impl Shared {
             };
             match (result, verdict) {
                 (Ok(answer), Verdict::Delivered) => {
-                    // The answer is kept before the reply is posted.
+                    // The answer is kept before the reply is posted; a reply is leased like a
+                    // delivery, so that another process posts it should this one die first.
+                    let replies = store.is_durable() && retry::yields_reply(&answer);
                     let kept = End::Delivered {
                         answer: answer.body.clone(),
+                        reply_lease: replies.then_some(lease),
                     };
                     store.attempt(&id, record, kept).await;
                     Stats::inc(&self.stats.attempts_delivered);
+                    self.note_outcome(&request.delivery, None);
                     request.settle(Outcome::Delivered {
                         status: answer.status,
                         latency,
@@ -111,6 +129,9 @@ impl Shared {
                     drop(request);
                     // The permits are held through the reply, as the first attempt's always were.
                     self.sink.handle(delivery, answer).await;
+                    if replies {
+                        store.reply_done(&id).await;
+                    }
                     drop(permits);
                     return;
                 }
@@ -137,9 +158,8 @@ impl Shared {
                         delay.as_millis()
                     );
                     permits.clear();
-                    match self.wait_for_retry(&mut request, delay, &store).await {
-                        Some(p) => permits = p,
-                        None => return,
+                    if !self.wait_for_retry(&mut request, delay, &store).await {
+                        return;
                     }
                     attempt += 1;
                 }
@@ -158,6 +178,7 @@ impl Shared {
                             &own
                         }
                     };
+                    self.note_outcome(&request.delivery, Some(&error.to_string()));
                     request.settle(Outcome::Failed { error, latency });
                     return;
                 }
@@ -165,48 +186,94 @@ impl Shared {
         }
     }
 
-    /// Waits `delay` before the next attempt of `request`, then takes its permits; `None`
-    /// (and `request` settled as dropped) when the backlog is full, the hook was disabled
-    /// meanwhile, or the permits are gone.
+    /// Waits `delay` before the next attempt of `request`; false (and `request` settled as
+    /// dropped) when the backlog is full or the hook was disabled meanwhile.
     async fn wait_for_retry(
         &self,
         request: &mut DueRequest,
         delay: Duration,
         store: &Store,
-    ) -> Option<Vec<OwnedSemaphorePermit>> {
-        let waiting = Waiting::new(&self.stats);
-        let id = request.delivery.webhook_id.clone().unwrap_or_default();
-        if waiting.count > self.max_pending as u64 {
-            store.dropped(&id, "backlog_full").await;
-            request.settle(Outcome::Dropped {
-                reason: "backlog_full",
-                error: Some("limits.max_pending_deliveries deliveries already wait for a retry"),
-            });
-            return None;
-        }
+    ) -> bool {
+        let Some(_waiting) = self.wait_slot(request, store).await else {
+            return false;
+        };
         tokio::time::sleep(delay).await;
         let d = &request.delivery;
         if self.is_disabled(&d.hook.name(d.hook_index).to_string()) {
+            let id = d.webhook_id.clone().unwrap_or_default();
             store.dropped(&id, "hook_disabled").await;
             request.settle(Outcome::Dropped {
                 reason: "hook_disabled",
                 error: None,
             });
-            return None;
+            return false;
         }
-        let retry = self.retry_permits.clone().acquire_owned().await.ok();
-        let delivery = self.delivery_permits.clone().acquire_owned().await.ok();
-        drop(waiting);
-        match (retry, delivery) {
-            (Some(r), Some(d)) => Some(vec![r, d]),
-            _ => {
-                request.settle(Outcome::Dropped {
-                    reason: "no_capacity",
-                    error: None,
-                });
-                None
-            }
+        true
+    }
+
+    /// A place among the deliveries waiting in this process (`posthook_deliveries_pending`),
+    /// or `None` (and `request` dropped) when `limits.max_pending_deliveries` already wait.
+    async fn wait_slot(&self, request: &mut DueRequest, store: &Store) -> Option<Waiting<'_>> {
+        let waiting = Waiting::new(&self.stats);
+        if waiting.count <= self.max_pending as u64 {
+            return Some(waiting);
         }
+        let id = request.delivery.webhook_id.clone().unwrap_or_default();
+        store.dropped(&id, "backlog_full").await;
+        request.settle(Outcome::Dropped {
+            reason: "backlog_full",
+            error: Some("limits.max_pending_deliveries deliveries already wait"),
+        });
+        None
+    }
+
+    /// The permits the next attempt of `request` needs, taken in this order: the hook's own
+    /// (`max_in_flight`; waiting for it counts as pending), one of the retry permits when it
+    /// is `again` (a retry, or work claimed from the store), and a delivery permit. `None`
+    /// (and `request` dropped) when one cannot be had.
+    async fn take_permits(
+        &self,
+        request: &mut DueRequest,
+        again: bool,
+        store: &Store,
+    ) -> Option<Vec<OwnedSemaphorePermit>> {
+        let mut permits = Vec::with_capacity(3);
+        if let Some(gate) = self.hook_gate(&request.delivery) {
+            let waiting = self.wait_slot(request, store).await?;
+            let permit = gate.acquire_owned().await.ok();
+            drop(waiting);
+            permits.push(permit);
+        }
+        if again {
+            permits.push(self.retry_permits.clone().acquire_owned().await.ok());
+        }
+        permits.push(self.delivery_permits.clone().acquire_owned().await.ok());
+        let permits: Option<Vec<_>> = permits.into_iter().collect();
+        if permits.is_none() {
+            request.settle(Outcome::Dropped {
+                reason: "no_capacity",
+                error: None,
+            });
+        }
+        permits
+    }
+
+    /// The permits of `d`'s hook when it has `max_in_flight`: one set per hook name, kept
+    /// across reloads while the bound stays (a new bound starts a new set).
+    fn hook_gate(&self, d: &Delivery) -> Option<Arc<tokio::sync::Semaphore>> {
+        let bound = d.hook.sending.max_in_flight?;
+        let name = d.hook.name(d.hook_index).to_string();
+        let mut gates = self.hook_gates.lock().ok()?;
+        let gate = gates
+            .entry(name)
+            .and_modify(|(b, g)| {
+                if *b != bound {
+                    *b = bound;
+                    *g = Arc::new(tokio::sync::Semaphore::new(bound));
+                }
+            })
+            .or_insert_with(|| (bound, Arc::new(tokio::sync::Semaphore::new(bound))));
+        Some(gate.1.clone())
     }
 
     /// How long a delivery of this hook is leased: its deadline and the lease margin.
@@ -234,6 +301,7 @@ impl Shared {
             "until posthook restarts"
         };
         warn!("hook {name} disabled: {reason}; it fires nothing {until}");
+        self.notify_disabled(d, &reason, until);
         disabled.insert(name.clone(), reason.clone());
         self.stats
             .hooks_disabled

@@ -242,6 +242,23 @@ impl MattermostClient {
         result
     }
 
+    /// `GET /api/v4/users/username/{name}`: the account named `name` (not cached: used for the
+    /// rare notifications).
+    pub async fn user_by_username(&self, name: &str) -> Result<User, ApiError> {
+        if !is_valid_username(name) {
+            return Err(ApiError::Transport(format!("{name:?} is not a username")));
+        }
+        self.get_json::<User>(&format!("/api/v4/users/username/{name}"))
+            .await
+    }
+
+    /// `POST /api/v4/channels/direct`: the direct-message channel of users `a` and `b`
+    /// (Mattermost creates it the first time, and answers with the same one after).
+    pub async fn direct_channel(&self, a: &str, b: &str) -> Result<Channel, ApiError> {
+        self.post_json("/api/v4/channels/direct", &serde_json::json!([a, b]))
+            .await
+    }
+
     /// `GET /api/v4/users/me`: the bot account itself, cached.
     pub async fn me(&self) -> Result<Arc<User>, Arc<ApiError>> {
         Stats::inc(&self.inner.stats.lookups);
@@ -403,6 +420,16 @@ fn app_error(status: u16, body: &[u8]) -> ApiError {
         id: e.id,
         message: e.message,
     }
+}
+
+/// Mattermost usernames: lower-case letters, digits, `.`, `-` and `_` (3 to 64 of them); a
+/// name that could change the request path never reaches a URL.
+fn is_valid_username(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
 }
 
 #[cfg(test)]

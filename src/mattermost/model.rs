@@ -105,6 +105,9 @@ pub struct CreatedPost {
     /// When the message was last edited (ms), `0` for a post never edited.
     #[serde(default)]
     pub edit_at: i64,
+    /// When the post was last changed in any way (ms).
+    #[serde(default)]
+    pub update_at: i64,
     #[serde(default)]
     pub user_id: String,
     pub channel_id: String,

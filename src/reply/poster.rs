@@ -144,6 +144,20 @@ impl Inner {
         };
         let total = parts.len();
         for (i, part) in parts.iter().enumerate() {
+            // A delivery with an id (signed, retried or kept in a store) gives each part a
+            // pending_post_id of its own: should the reply be posted again (after a crash,
+            // from the stored answer), Mattermost answers a repeat within its 30 s window with
+            // the post it already made instead of a second one.
+            let keyed;
+            let part = match &delivery.webhook_id {
+                Some(id) => {
+                    let mut p = part.clone();
+                    p["pending_post_id"] = format!("{id}:{i}").into();
+                    keyed = p;
+                    &keyed
+                }
+                None => part,
+            };
             if let Err(e) = self.mm.create_post::<serde::de::IgnoredAny>(part).await {
                 Stats::inc(&self.stats.replies_failed);
                 warn!(

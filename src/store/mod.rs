@@ -66,6 +66,15 @@ pub struct Claimed {
     pub attempts: u32,
 }
 
+/// A delivered request whose reply was never recorded as done (its process died), claimed to
+/// post the reply from the kept answer.
+#[derive(Debug, Clone)]
+pub struct ClaimedReply {
+    pub delivery: NewDelivery,
+    pub status: u16,
+    pub answer: Bytes,
+}
+
 /// One attempt, as recorded.
 #[derive(Debug, Clone)]
 pub struct AttemptRecord {
@@ -79,8 +88,13 @@ pub struct AttemptRecord {
 /// What an attempt ended in.
 #[derive(Debug, Clone)]
 pub enum End {
-    /// Delivered; the answer is kept (before any reply is posted).
-    Delivered { answer: Bytes },
+    /// Delivered; the answer is kept (before any reply is posted). With `reply_lease`, the
+    /// answer yields a reply, held by this process that long: if it dies before the reply is
+    /// recorded as done, any process posts it from the kept answer.
+    Delivered {
+        answer: Bytes,
+        reply_lease: Option<Duration>,
+    },
     /// To be tried again after `after`; held by this process `lease` longer.
     Retry { after: Duration, lease: Duration },
     /// Failed for good.
@@ -113,6 +127,9 @@ enum Op {
     DisableHook {
         hook: String,
         reason: String,
+    },
+    ReplyDone {
+        id: String,
     },
 }
 
@@ -264,6 +281,28 @@ impl Store {
                     reason: reason.to_string(),
                 })
                 .await;
+        }
+    }
+
+    /// Records that the reply to delivery `id` was handled (posted, or failed for good: a reply
+    /// is never retried).
+    pub async fn reply_done(&self, id: &str) {
+        if let Some(inner) = &self.inner {
+            inner.write(Op::ReplyDone { id: id.to_string() }).await;
+        }
+    }
+
+    /// Leases up to `limit` delivered requests whose reply no process holds, for `lease`.
+    pub async fn claim_replies(&self, limit: u32, lease: Duration) -> Vec<ClaimedReply> {
+        let Some(inner) = &self.inner else {
+            return Vec::new();
+        };
+        match inner.sql.claim_replies(limit, lease).await {
+            Ok(c) => c,
+            Err(e) => {
+                inner.failed("claiming replies", &e);
+                Vec::new()
+            }
         }
     }
 
@@ -541,6 +580,7 @@ mod tests {
                 attempt(2, Some(200)),
                 End::Delivered {
                     answer: Bytes::from_static(b"{\"text\":\"ok\"}"),
+                    reply_lease: None,
                 },
             )
             .await;

@@ -15,8 +15,8 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, ConnectOptions, Executor, Row};
 
 use super::{
-    AttemptRecord, Claimed, DeliveryDetail, DeliveryFilter, DeliveryRow, DisabledHook, End,
-    NewDelivery, Op, StoreError, StoredAttempt,
+    AttemptRecord, Claimed, ClaimedReply, DeliveryDetail, DeliveryFilter, DeliveryRow,
+    DisabledHook, End, NewDelivery, Op, StoreError, StoredAttempt,
 };
 use crate::config::{ContentType, Event, StoreConfig, StoreUrl};
 
@@ -43,7 +43,8 @@ const SCHEMA: &[&str] = &[
         updated_at BIGINT NOT NULL,
         last_status BIGINT,
         last_error TEXT,
-        answer {blob}
+        answer {blob},
+        reply TEXT
     )",
     "CREATE INDEX IF NOT EXISTS posthook_deliveries_due ON posthook_deliveries (state, next_at)",
     "CREATE INDEX IF NOT EXISTS posthook_deliveries_created ON posthook_deliveries (created_at)",
@@ -230,6 +231,16 @@ impl Sql {
                     .await
                     .map_err(err)?;
                 }
+                Op::ReplyDone { id } => {
+                    sqlx::query(&self.q(
+                        "UPDATE posthook_deliveries SET reply = 'done', lease_until = NULL, \
+                         updated_at = {now} WHERE id = $1",
+                    ))
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err)?;
+                }
                 Op::DisableHook { hook, reason } => {
                     sqlx::query(&self.q(
                         "INSERT INTO posthook_hooks (hook, disabled_at, reason) VALUES ($1, {now}, $2) \
@@ -266,6 +277,37 @@ impl Sql {
         .await
         .map_err(err)?;
         rows.iter().map(claimed).collect()
+    }
+
+    /// Leases up to `limit` delivered requests whose reply is pending and held by no one.
+    pub(super) async fn claim_replies(
+        &self,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedReply>, StoreError> {
+        let rows = sqlx::query(&self.q(&format!(
+            "UPDATE posthook_deliveries SET lease_until = {{now}} + $1, updated_at = {{now}} \
+             WHERE id IN (SELECT id FROM posthook_deliveries WHERE state = 'delivered' \
+             AND reply = 'pending' AND (lease_until IS NULL OR lease_until < {{now}}) \
+             ORDER BY updated_at LIMIT $2 {{skip_locked}}) \
+             RETURNING {DELIVERY_COLUMNS}, last_status, answer"
+        )))
+        .bind(ms(lease))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        rows.iter()
+            .map(|r| {
+                let answer: Option<Vec<u8>> = r.try_get("answer").map_err(err)?;
+                let status: Option<i64> = r.try_get("last_status").map_err(err)?;
+                Ok(ClaimedReply {
+                    delivery: claimed(r)?.delivery,
+                    status: status.and_then(|s| u16::try_from(s).ok()).unwrap_or(200),
+                    answer: Bytes::from(answer.unwrap_or_default()),
+                })
+            })
+            .collect()
     }
 
     /// How many deliveries are pending (waiting for a retry, or leased and in flight).
@@ -441,27 +483,41 @@ impl Sql {
     .execute(&mut **tx)
     .await
     .map_err(err)?;
-        let (state, next, lease, answer): (&str, i64, Option<i64>, Option<&[u8]>) = match end {
-            End::Delivered { answer } => ("delivered", 0, None, Some(answer.as_ref())),
-            End::Retry { after, lease } => ("pending", ms(*after), Some(ms(*after + *lease)), None),
-            End::Failed => ("failed", 0, None, None),
+        let (state, next, lease, answer, reply) = match end {
+            End::Delivered {
+                answer,
+                reply_lease,
+            } => (
+                "delivered",
+                0,
+                reply_lease.map(ms),
+                Some(answer.as_ref()),
+                reply_lease.map(|_| "pending"),
+            ),
+            End::Retry { after, lease } => {
+                ("pending", ms(*after), Some(ms(*after + *lease)), None, None)
+            }
+            End::Failed => ("failed", 0, None, None, None),
         };
         sqlx::query(&self.q(
-        "UPDATE posthook_deliveries SET state = $1, next_at = {now} + $2, \
-         lease_until = {now} + $3, attempts = CASE WHEN attempts > $4 THEN attempts ELSE $4 END, last_status = $5, \
-         last_error = $6, answer = COALESCE($7, answer), updated_at = {now} WHERE id = $8",
-    ))
-    .bind(state)
-    .bind(next)
-    .bind(lease)
-    .bind(i64::from(a.n))
-    .bind(a.status.map(i64::from))
-    .bind(a.error.as_deref())
-    .bind(answer)
-    .bind(id)
-    .execute(&mut **tx)
-    .await
-    .map_err(err)?;
+            "UPDATE posthook_deliveries SET state = $1, next_at = {now} + $2, \
+             lease_until = {now} + $3, \
+             attempts = CASE WHEN attempts > $4 THEN attempts ELSE $4 END, last_status = $5, \
+             last_error = $6, answer = COALESCE($7, answer), reply = $8, updated_at = {now} \
+             WHERE id = $9",
+        ))
+        .bind(state)
+        .bind(next)
+        .bind(lease)
+        .bind(i64::from(a.n))
+        .bind(a.status.map(i64::from))
+        .bind(a.error.as_deref())
+        .bind(answer)
+        .bind(reply)
+        .bind(id)
+        .execute(&mut **tx)
+        .await
+        .map_err(err)?;
         Ok(())
     }
 }

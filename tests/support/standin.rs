@@ -1124,7 +1124,9 @@ async fn handle_mm(
     }
 
     let needs_full_body = method == Method::POST
-        && (path == "/api/v4/posts" || path == "/api/v4/users/ids")
+        && (path == "/api/v4/posts"
+            || path == "/api/v4/users/ids"
+            || path == "/api/v4/channels/direct")
         || method == Method::PUT && path.starts_with("/api/v4/posts/");
     let keep = if needs_full_body {
         usize::MAX
@@ -1154,6 +1156,8 @@ async fn handle_mm(
             | (&Method::GET, ["api", "v4", "config", "client"])
             | (&Method::PUT, ["api", "v4", "posts", _])
             | (&Method::PUT, ["api", "v4", "posts", _, "patch"])
+            | (&Method::GET, ["api", "v4", "users", "username", _])
+            | (&Method::POST, ["api", "v4", "channels", "direct"])
     );
     if !api_route {
         let reply = json!({ "method": method.as_str(), "path": path, "received_bytes": body_len });
@@ -1265,6 +1269,54 @@ async fn handle_mm(
                 "app.user.missing_account.const",
                 "Unable to find the user.",
             );
+            mm_response(reply, &request_id, &[])
+        }
+        (&Method::GET, ["api", "v4", "users", "username", name]) => {
+            let st = lock(&state);
+            let reply = found(
+                st.users
+                    .iter()
+                    .find(|u| u.username == *name)
+                    .map(|u| to_json(&user_value(u, u.id == user.id))),
+                "app.user.get_by_username.app_error",
+                "Unable to find an existing account matching your username for this team. This team may require an invite from the team owner to join.",
+            );
+            mm_response(reply, &request_id, &[])
+        }
+        (&Method::POST, ["api", "v4", "channels", "direct"]) => {
+            // Mattermost's createDirectChannel: two user ids; the channel is made once, named
+            // by the sorted ids joined with "__", with no team.
+            let ids: Option<Vec<String>> = serde_json::from_slice(&body).ok();
+            let mut st = lock(&state);
+            let reply = match ids {
+                Some(ids) if ids.len() == 2 && ids.iter().all(|id| st.user(id).is_some()) => {
+                    let mut sorted = ids.clone();
+                    sorted.sort();
+                    let name = sorted.join("__");
+                    let existing = st.channels.iter().find(|c| c.name == name).cloned();
+                    let channel = match existing {
+                        Some(c) => c,
+                        None => {
+                            let c = Channel {
+                                id: random_id(),
+                                team_id: String::new(),
+                                name,
+                                channel_type: "D".into(),
+                                create_at: now_ms(),
+                                last_post_at: 0,
+                                last_root_post_at: 0,
+                                total_msg_count: 0,
+                                total_msg_count_root: 0,
+                            };
+                            st.channels.push(c.clone());
+                            c
+                        }
+                    };
+                    MmReply::Json(201, channel_json(&channel))
+                }
+                _ => MmReply::Error(AppErr::invalid_body("user_ids")),
+            };
+            drop(st);
             mm_response(reply, &request_id, &[])
         }
         (&Method::POST, ["api", "v4", "users", "ids"]) => {
