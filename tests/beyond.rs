@@ -15,14 +15,7 @@ use support::*;
 
 /// A form hook on `trigger` sending to `url`, with extra `key: value` lines.
 fn hook(trigger: &str, url: &str, extra: &[(&str, &str)]) -> String {
-    let mut fields = vec![
-        ("trigger_words", format!("[\"{trigger}\"]")),
-        ("callback_urls", format!("[\"{url}\"]")),
-        ("token", "\"tok\"".to_string()),
-    ];
-    fields.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
-    let borrowed: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    hook_yaml(&borrowed)
+    word_hook(trigger, url, extra)
 }
 
 /// The paths of the requests `rx` received after the first `from`, once there are `to` in

@@ -14,16 +14,9 @@ use harness::*;
 use serde_json::{json, Value};
 use support::*;
 
-/// A hook on `trigger` sending to `url`, with extra `key: value` lines.
+/// A form hook on `trigger` sending to `url`, with extra `key: value` lines.
 fn hook(trigger: &str, url: &str, extra: &[(&str, &str)]) -> String {
-    let mut fields = vec![
-        ("trigger_words", format!("[\"{trigger}\"]")),
-        ("callback_urls", format!("[\"{url}\"]")),
-        ("token", "\"tok\"".to_string()),
-    ];
-    fields.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
-    let borrowed: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    hook_yaml(&borrowed)
+    word_hook(trigger, url, extra)
 }
 
 /// A JSON hook with extras on `trigger` for edits only.

@@ -17,14 +17,7 @@ use support::*;
 
 /// A form hook on `#t` sending to `url`, with extra `key: value` lines.
 fn hook(url: &str, extra: &[(&str, &str)]) -> String {
-    let mut fields = vec![
-        ("trigger_words", "[\"#t\"]".to_string()),
-        ("callback_urls", format!("[\"{url}\"]")),
-        ("token", "\"tok\"".to_string()),
-    ];
-    fields.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
-    let borrowed: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    hook_yaml(&borrowed)
+    word_hook("#t", url, extra)
 }
 
 /// Retries after about a second, then two.

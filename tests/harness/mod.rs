@@ -190,6 +190,19 @@ pub fn hook_yaml(fields: &[(&str, &str)]) -> String {
     s
 }
 
+/// A form hook on the one trigger word `trigger`, sending to `url` with token `tok`, and any
+/// `extra` `key: value` lines (the opt-in keys under test).
+pub fn word_hook(trigger: &str, url: &str, extra: &[(&str, &str)]) -> String {
+    let mut fields = vec![
+        ("trigger_words", format!("[\"{trigger}\"]")),
+        ("callback_urls", format!("[\"{url}\"]")),
+        ("token", "\"tok\"".to_string()),
+    ];
+    fields.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    let borrowed: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    hook_yaml(&borrowed)
+}
+
 /// The token of [`form_hook`]: it must be the only `token` in every payload.
 pub const HOOK_TOKEN: &str = "hooktokensecret";
 
