@@ -171,7 +171,7 @@ const HELP: &str = "posthook end-to-end load test
   --rounds N            rounds of the alternation (default 5)
   --conns N             closed-loop connections (default 50)
   --open-rate R         open-loop rate for the A..E latency table (default 5000/s)
-  --only K,K            run only these scenario keys (A B C D E B' E' C10k Gdirect Gsplit Gposthook Gchain Psplit sweep dead)
+  --only K,K            run only these scenario keys (A B C Cs D E B' E' C10k Gdirect Gsplit Gposthook Gchain Psplit sweep dead)
   --no-nginx            skip the nginx scenarios
   --loadgen-threads N, --upstream-threads N, --nginx-workers N  (defaults 2, 2, 2)
   --proxy-threads N     `threads` of posthook and of the bare Pingora proxy (default 1)
@@ -270,6 +270,12 @@ fn run(opts: Opts) {
     };
     let (b, b_addr, b_start) = start_posthook(&bin, "posthook-B", "");
     let (c, c_addr, c_start) = start_posthook(&bin, "posthook-C", &hooks);
+    // C again, with every delivery kept in an SQLite store (issue 12's ratio Cs/C).
+    let with_store = format!(
+        "store:\n  url: \"sqlite:{}\"\n{hooks}",
+        dir.join("posthook-Cs.db").display()
+    );
+    let (cs, cs_addr, _) = start_posthook(&bin, "posthook-Cs", &with_store);
     let start_bare = |exe: &Path, name: &str| -> (Proc, SocketAddr, Duration) {
         let addr = loopback(free_port());
         let t = Instant::now();
@@ -390,6 +396,7 @@ fn run(opts: Opts) {
         sc("A", upstream, &posts, vec![], false),
         sc("B", b_addr, &posts, vec![ph(&procs.b)], false),
         sc("C", c_addr, &posts, vec![ph(&procs.c)], true),
+        sc("Cs", cs_addr, &posts, vec![ph(&cs)], false),
     ];
     if let Some(n) = &ngx {
         main_scenarios.push(sc("D", nginx_ports.direct, &posts, vec![n.clone()], false));
@@ -420,7 +427,7 @@ fn run(opts: Opts) {
         split.push(sc("Gchain", nginx_ports.chain, &gets, both.clone(), false));
         split.push(sc("Psplit", nginx_ports.split, &posts, both, true));
     }
-    let mut our_pids = vec![procs.b.pid(), procs.c.pid(), procs.e.pid()];
+    let mut our_pids = vec![procs.b.pid(), procs.c.pid(), cs.pid(), procs.e.pid()];
     if let Some((bp, _, ep, _)) = &procs.patched {
         our_pids.extend([bp.pid(), ep.pid()]);
     }

@@ -240,6 +240,7 @@ pub fn print_report(r: &Runner, o: &Opts, x: ReportExtra) {
             "C",
             "posthook, 10 000 hooks, 10% of posts match (deliveries + replies on)",
         ),
+        ("Cs", "C with store: sqlite (every delivery written first)"),
         ("D", "nginx proxy_pass, keep-alive"),
         ("E", "bare Pingora proxy (framework floor)"),
         ("B'", "posthook, no hooks, patched Pingora"),
@@ -291,6 +292,7 @@ pub fn print_report(r: &Runner, o: &Opts, x: ReportExtra) {
         ("B", "D", Some(1.0)),
         ("B", "E", Some(0.95)),
         ("C", "B", Some(0.95)),
+        ("Cs", "C", Some(0.95)),
         ("B'", "B", None),
         ("E'", "E", None),
         ("B'", "D", None),
@@ -666,7 +668,7 @@ pub fn print_report(r: &Runner, o: &Opts, x: ReportExtra) {
 
     // Drift.
     let _ = writeln!(w, "\n## Per round (closed-loop req/s), for drift\n\n`*`: the phase ran under more than {MAX_FOREIGN:.2} cores of other load (not used when a quiet phase exists).\n");
-    let keys: Vec<&str> = ["A", "B", "C", "D", "E", "B'", "E'"]
+    let keys: Vec<&str> = ["A", "B", "C", "Cs", "D", "E", "B'", "E'"]
         .into_iter()
         .filter(|k| r.find(k, Mode::Closed).is_some())
         .collect();
