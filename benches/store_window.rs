@@ -72,6 +72,12 @@ async fn main() {
         }
         windows.push(got_201.elapsed());
     }
+    let (slowest, worst) = windows
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, w)| **w)
+        .map(|(i, w)| (i, *w))
+        .unwrap();
     windows.sort();
     let at = |q: f64| windows[((windows.len() - 1) as f64 * q) as usize].as_secs_f64() * 1000.0;
     println!("| posts | median | p90 | p99 | max |");
@@ -82,6 +88,10 @@ async fn main() {
         at(0.9),
         at(0.99),
         at(1.0)
+    );
+    println!(
+        "\nslowest: post {slowest} of {posts} ({:.2} ms)",
+        worst.as_secs_f64() * 1000.0
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -475,6 +475,7 @@ impl Shared {
         due: DueRequests<'_>,
     ) {
         let file_ids = post.file_ids.as_deref().unwrap_or_default().join(",");
+        let mut ready = Vec::with_capacity(due.iter().map(Vec::len).sum());
         for (m, requests) in matches.iter().zip(due) {
             let hook = &live.hooks[m.hook];
             let payload = Payload {
@@ -502,34 +503,47 @@ impl Shared {
             };
             // Encoded once per hook; each URL gets its own cheap clone.
             let body = Bytes::from(payload.encode(hook.content_type));
-            for (mut request, url, url_index) in requests {
-                // A hook with its own bound waits for it first, holding no delivery permit
-                // meanwhile (the attempt loop takes both); the others take theirs here.
-                let permits = if hook.sending.max_in_flight.is_some() {
-                    Vec::new()
-                } else {
-                    let Ok(permit) = self.delivery_permits.clone().acquire_owned().await else {
-                        request.settle(Outcome::Dropped {
-                            reason: "no_capacity",
-                            error: None,
-                        });
-                        continue;
-                    };
-                    vec![permit]
-                };
-                let shared = self.clone();
-                let request_to_send = send::Request {
-                    url: url.clone(),
-                    url_index,
-                    body: body.clone(),
-                    event,
-                    attempt: 1,
-                    fresh: true,
-                };
-                tokio::spawn(async move {
-                    shared.deliver(request, request_to_send, permits).await;
-                });
+            for (request, url, url_index) in requests {
+                ready.push((request, url.clone(), url_index, body.clone()));
             }
+        }
+        // With a durable store every request of the post is written before any waits for a
+        // permit, in one group commit: a crash while deliveries queue for permits loses none.
+        let store = self.store().clone();
+        if store.is_durable() {
+            let records = ready
+                .iter()
+                .map(|(r, _, i, b)| {
+                    send::new_delivery(&r.delivery, *i, b, event, self.lease(&r.delivery))
+                })
+                .collect();
+            store.intake_all(records).await;
+        }
+        for (mut request, url, _, body) in ready {
+            // A hook with its own bound waits for it first, holding no delivery permit
+            // meanwhile (the attempt loop takes both); the others take theirs here.
+            let permits = if request.delivery.hook.sending.max_in_flight.is_some() {
+                Vec::new()
+            } else {
+                let Ok(permit) = self.delivery_permits.clone().acquire_owned().await else {
+                    request.settle(Outcome::Dropped {
+                        reason: "no_capacity",
+                        error: None,
+                    });
+                    continue;
+                };
+                vec![permit]
+            };
+            let shared = self.clone();
+            let request_to_send = send::Request {
+                url,
+                body,
+                attempt: 1,
+                claimed: false,
+            };
+            tokio::spawn(async move {
+                shared.deliver(request, request_to_send, permits).await;
+            });
         }
     }
 }

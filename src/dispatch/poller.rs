@@ -189,11 +189,9 @@ impl Shared {
         }
         let send = Request {
             url,
-            url_index: d.url_index,
             body: d.body,
-            event: d.event,
             attempt: attempts + 1,
-            fresh: false,
+            claimed: true,
         };
         // The attempt loop takes the permits (a retry permit: claimed work never starves
         // fresh posts).

@@ -34,15 +34,12 @@ use crate::webhook::{Delivery, DeliveryError};
 /// What to send for a due request, and from which attempt on.
 pub(super) struct Request {
     pub url: url::Url,
-    /// The URL's position in the hook's list (the store names it so: a URL may hold a secret).
-    pub url_index: u32,
     pub body: Bytes,
-    pub event: Event,
     /// The attempt about to be made (1 for the first).
     pub attempt: u32,
-    /// A new delivery, to be written to the store before its first attempt (not one claimed
-    /// from the store).
-    pub fresh: bool,
+    /// Claimed from the store (already written; its attempts take retry permits), not a new
+    /// delivery (written by the dispatcher before it got here).
+    pub claimed: bool,
 }
 
 impl Shared {
@@ -56,23 +53,17 @@ impl Shared {
     ) {
         let Request {
             url,
-            url_index,
             body,
-            event,
             mut attempt,
-            fresh,
+            claimed,
         } = send;
         let store = self.store().clone();
         let lease = self.lease(&request.delivery);
-        if fresh && store.is_durable() {
-            let record = new_delivery(&request.delivery, url_index, &body, event, lease);
-            store.intake(record).await;
-        }
         let id = request.delivery.webhook_id.clone().unwrap_or_default();
         let _held = Held::new(&self, &id);
         loop {
             if permits.is_empty() {
-                let again = attempt > 1 || !fresh;
+                let again = attempt > 1 || claimed;
                 match self.take_permits(&mut request, again, &store).await {
                     Some(p) => permits = p,
                     None => return,
@@ -328,7 +319,7 @@ impl Shared {
 }
 
 /// The store's record of a new delivery.
-fn new_delivery(
+pub(super) fn new_delivery(
     d: &Delivery,
     url_index: u32,
     body: &Bytes,

@@ -259,6 +259,22 @@ impl Store {
         ok
     }
 
+    /// Writes new deliveries before their first attempts, all in one wait (they join one
+    /// group commit); false (each counted as undurable) when they could not be written in time.
+    pub async fn intake_all(&self, ds: Vec<NewDelivery>) -> bool {
+        let Some(inner) = &self.inner else {
+            return false;
+        };
+        let n = ds.len() as u64;
+        let ok = inner
+            .write_all(ds.into_iter().map(Op::Intake).collect())
+            .await;
+        if !ok {
+            Stats::add(&inner.stats.deliveries_undurable, n);
+        }
+        ok
+    }
+
     /// Records attempt `attempt` of delivery `id` and what it ended in.
     pub async fn attempt(&self, id: &str, attempt: AttemptRecord, end: End) {
         if let Some(inner) = &self.inner {
@@ -383,6 +399,47 @@ impl Store {
 }
 
 impl Durable {
+    /// Queues `ops` for the writer together and waits for their commits, at most
+    /// [`WRITE_WAIT`] in all.
+    async fn write_all(&self, ops: Vec<Op>) -> bool {
+        let mut acks = Vec::with_capacity(ops.len());
+        for op in ops {
+            let (tx, rx) = oneshot::channel();
+            if self.writes.try_send((op, tx)).is_err() {
+                self.failed(
+                    "writing",
+                    &StoreError("the store's write queue is full".into()),
+                );
+                return false;
+            }
+            acks.push(rx);
+        }
+        let all = async {
+            for rx in acks {
+                match rx.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => return Err(StoreError("the store's writer stopped".into())),
+                }
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(WRITE_WAIT, all).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                self.failed("writing", &e);
+                false
+            }
+            Err(_) => {
+                self.failed(
+                    "writing",
+                    &StoreError(format!("no commit within {}s", WRITE_WAIT.as_secs())),
+                );
+                false
+            }
+        }
+    }
+
     /// Queues `op` for the writer and waits for its commit, at most [`WRITE_WAIT`].
     async fn write(&self, op: Op) -> bool {
         let (tx, rx) = oneshot::channel();
