@@ -19,6 +19,7 @@
 //!  this process ─ runtime "bench-loadgen" (+ thread "bench-pacer"): the load generator
 //!               └ runtime "bench-upstream": Mattermost stand-in, webhook sink, black hole
 //!  children     ─ posthook, no hooks (B)          ─ posthook, 10 000 hooks (C, split, chain)
+//!               ─ posthook C with store: sqlite (Cs)
 //!               ─ bare Pingora proxy (E): this binary re-executed with --serve-bare-proxy
 //!               ─ nginx (D, split, chain), when /usr/sbin/nginx exists
 //!               ─ posthook, 10 000 hooks aimed at a black hole (dead sink; last)
