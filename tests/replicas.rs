@@ -216,3 +216,101 @@ async fn a_replica_killed_mid_delivery_leaves_its_work_to_the_other() {
     assert_eq!(v["state"], "delivered");
     assert!(!out.contains("posthook@"), "never the store URL");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_going_down_under_load_is_never_seen_by_users_and_is_used_again_when_back() {
+    let mut pg = tokio::task::spawn_blocking(PgCluster::start).await.unwrap();
+    let mm = harness::standin().await;
+    let rx = WebhookReceiver::start(Responder::Status(200, String::new())).await;
+    let extra = format!(
+        "{}store:\n  url: \"{}\"\nhooks:\n{}",
+        harness::ALLOW_LOOPBACK,
+        pg.url,
+        harness::word_hook("#t", &rx.url("/h"), &[("id", "ci")])
+    );
+    let (text, listen) = harness::config_text(&mm.base_url(), &extra);
+    let ph = harness::start(&text, listen).await;
+    let cli = Store::open_for_cli(&config(&pg.url))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut sent = 0u64;
+    sent += 20;
+    assert!(post_batch(ph.addr, 20).await.iter().all(|s| *s == 201));
+    rx.wait_for(20, harness::T).await;
+    assert_eq!(stored(&cli).await.unwrap(), 20);
+
+    tokio::task::block_in_place(|| pg.stop());
+    sent += 20;
+    let statuses = post_batch(ph.addr, 20).await;
+    assert!(
+        statuses.iter().all(|s| *s == 201),
+        "users never notice: {statuses:?}"
+    );
+    rx.wait_for(40, harness::T).await;
+    let s = ph
+        .wait_stats("deliveries sent from memory", |s| {
+            s.deliveries_delivered == 40
+        })
+        .await;
+    assert!(s.deliveries_undurable >= 1, "{s:#?}");
+    assert!(s.store_errors >= 1, "{s:#?}");
+
+    tokio::task::block_in_place(|| pg.restart());
+    let undurable = s.deliveries_undurable;
+    sent += 20;
+    let statuses = post_batch(ph.addr, 20).await;
+    assert!(statuses.iter().all(|s| *s == 201));
+    rx.wait_for(60, harness::T).await;
+    let s = ph
+        .wait_stats("all delivered", |s| s.deliveries_delivered == 60)
+        .await;
+    assert_eq!(
+        s.deliveries_undurable, undurable,
+        "written again once back: {s:#?}"
+    );
+    let deadline = std::time::Instant::now() + harness::T;
+    loop {
+        // The CLI's own pool reconnects too.
+        if let Ok(n) = stored(&cli).await {
+            if n >= 40 {
+                assert!(n <= 60, "{n}");
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store did not come back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(s.deliveries_due, sent);
+    assert_eq!(
+        s.deliveries_due,
+        s.deliveries_delivered + s.deliveries_failed + s.deliveries_dropped,
+        "{s:#?}"
+    );
+}
+
+/// Deliveries the store lists.
+async fn stored(cli: &posthook::store::CliStore) -> Result<usize, posthook::store::StoreError> {
+    cli.list(&DeliveryFilter {
+        limit: 1000,
+        ..DeliveryFilter::default()
+    })
+    .await
+    .map(|rows| rows.len())
+}
+
+/// `n` matching posts in turn through `addr`; their statuses.
+async fn post_batch(addr: std::net::SocketAddr, n: usize) -> Vec<u16> {
+    let mut statuses = Vec::with_capacity(n);
+    for i in 0..n {
+        statuses.push(
+            harness::create_post(addr, harness::PUBLIC, &format!("#t {i}"))
+                .await
+                .0,
+        );
+    }
+    statuses
+}

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 pub struct PgCluster {
     dir: PathBuf,
     bin: PathBuf,
+    port: u16,
     server: Child,
     /// `postgres://posthook@/postgres?host=DIR&port=PORT`.
     pub url: String,
@@ -103,38 +104,7 @@ impl PgCluster {
             let l = must(std::net::TcpListener::bind("127.0.0.1:0"), "bind a port");
             must(l.local_addr(), "read the port").port()
         };
-        let mut server = command(&bin.join("postgres"));
-        server
-            .current_dir(&dir)
-            .args(["-D", &data.to_string_lossy()])
-            .args(["-k", &dir.to_string_lossy()])
-            .args(["-p", &port.to_string()])
-            .args(["-c", "listen_addresses=", "-c", "fsync=off"])
-            .args(["-c", "max_connections=200"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let server = must(server.spawn(), "start postgres");
-        let socket = dir.join(format!(".s.PGSQL.{port}"));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !socket.exists() {
-            assert!(Instant::now() < deadline, "PostgreSQL did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // The socket appears before the server accepts logins: wait for a real answer.
-        let ready = bin.join("pg_isready");
-        while !Command::new(&ready)
-            .args(["-h", &dir.to_string_lossy(), "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-        {
-            assert!(
-                Instant::now() < deadline,
-                "PostgreSQL did not accept logins"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let server = serve(&bin, &dir, port);
         let url = format!(
             "postgres://posthook@localhost/postgres?host={}&port={port}",
             dir.display()
@@ -142,15 +112,17 @@ impl PgCluster {
         PgCluster {
             dir,
             bin,
+            port,
             server,
             url,
         }
     }
 }
 
-impl Drop for PgCluster {
-    fn drop(&mut self) {
-        // Immediate shutdown: a throwaway cluster needs no checkpoint.
+#[allow(dead_code)]
+impl PgCluster {
+    /// Stops the server at once (its clients see their connections fail), keeping the data.
+    pub fn stop(&mut self) {
         let _ = command(&self.bin.join("pg_ctl"))
             .current_dir(&self.dir)
             .args(["stop", "-s", "-m", "immediate", "-D"])
@@ -159,6 +131,58 @@ impl Drop for PgCluster {
             .stderr(Stdio::null())
             .status();
         let _ = self.server.wait();
+    }
+
+    /// Starts the stopped server again, on the same socket, with the same data.
+    pub fn restart(&mut self) {
+        self.server = serve(&self.bin, &self.dir, self.port);
+    }
+}
+
+/// Starts `postgres` on the cluster in `dir`, listening on the unix socket for `port` only, and
+/// waits until it accepts logins.
+#[allow(dead_code)]
+fn serve(bin: &Path, dir: &Path, port: u16) -> Child {
+    let data = dir.join("data");
+    let mut server = command(&bin.join("postgres"));
+    server
+        .current_dir(dir)
+        .args(["-D", &data.to_string_lossy()])
+        .args(["-k", &dir.to_string_lossy()])
+        .args(["-p", &port.to_string()])
+        .args(["-c", "listen_addresses=", "-c", "fsync=off"])
+        .args(["-c", "max_connections=200"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let server = must(server.spawn(), "start postgres");
+    let socket = dir.join(format!(".s.PGSQL.{port}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "PostgreSQL did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The socket appears before the server accepts logins: wait for a real answer.
+    let ready = bin.join("pg_isready");
+    while !Command::new(&ready)
+        .args(["-h", &dir.to_string_lossy(), "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "PostgreSQL did not accept logins"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        // Immediate shutdown: a throwaway cluster needs no checkpoint.
+        self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
