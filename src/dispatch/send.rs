@@ -60,7 +60,8 @@ impl Shared {
         let store = self.store().clone();
         let lease = self.lease(&request.delivery);
         let id = request.delivery.webhook_id.clone().unwrap_or_default();
-        let _held = Held::new(&self, &id);
+        // Only a durable store has claims to guard against; the default path takes no lock.
+        let _held = store.is_durable().then(|| Held::new(&self, &id));
         loop {
             if permits.is_empty() {
                 let again = attempt > 1 || claimed;
