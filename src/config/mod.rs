@@ -77,6 +77,16 @@ pub struct Sending {
     pub notify: Option<Notify>,
 }
 
+/// Whether `name` has the shape of a Mattermost username: 1 to 64 letters, digits, `.`, `-`
+/// and `_`. Checked at load (`notify.username`) and before a name goes into a request path.
+pub fn is_valid_username(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
 /// A hook's `notify`: the bot sends `username` a direct message after `after_failures`
 /// consecutive finally-failed deliveries, and when the hook is disabled; at most one message
 /// per hook per hour.

@@ -104,12 +104,7 @@ impl Validator<'_> {
         let at = format!("{field}.username");
         let username = self.subst(raw, &at)?;
         let username = username.trim_start_matches('@').to_ascii_lowercase();
-        let valid = !username.is_empty()
-            && username.len() <= 64
-            && username
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
-        if !valid {
+        if !super::is_valid_username(&username) {
             return Err(self.err(
                 raw.referenced,
                 &at,

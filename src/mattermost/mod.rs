@@ -245,7 +245,8 @@ impl MattermostClient {
     /// `GET /api/v4/users/username/{name}`: the account named `name` (not cached: used for the
     /// rare notifications).
     pub async fn user_by_username(&self, name: &str) -> Result<User, ApiError> {
-        if !is_valid_username(name) {
+        // A name that could change the request path never reaches a URL.
+        if !crate::config::is_valid_username(name) {
             return Err(ApiError::Transport(format!("{name:?} is not a username")));
         }
         self.get_json::<User>(&format!("/api/v4/users/username/{name}"))
@@ -420,16 +421,6 @@ fn app_error(status: u16, body: &[u8]) -> ApiError {
         id: e.id,
         message: e.message,
     }
-}
-
-/// Mattermost usernames: lower-case letters, digits, `.`, `-` and `_` (3 to 64 of them); a
-/// name that could change the request path never reaches a URL.
-fn is_valid_username(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
 }
 
 #[cfg(test)]

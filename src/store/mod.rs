@@ -442,25 +442,7 @@ impl Durable {
 
     /// Queues `op` for the writer and waits for its commit, at most [`WRITE_WAIT`].
     async fn write(&self, op: Op) -> bool {
-        let (tx, rx) = oneshot::channel();
-        let result = match self.writes.try_send((op, tx)) {
-            Err(_) => Err(StoreError("the store's write queue is full".into())),
-            Ok(()) => match tokio::time::timeout(WRITE_WAIT, rx).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(_)) => Err(StoreError("the store's writer stopped".into())),
-                Err(_) => Err(StoreError(format!(
-                    "no commit within {}s",
-                    WRITE_WAIT.as_secs()
-                ))),
-            },
-        };
-        match result {
-            Ok(()) => true,
-            Err(e) => {
-                self.failed("writing", &e);
-                false
-            }
-        }
+        self.write_all(vec![op]).await
     }
 
     /// Counts a store failure and logs it, at most once every ten seconds.
