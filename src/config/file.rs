@@ -33,6 +33,7 @@ pub struct Store {
     pub retention_days: Option<Spanned<u64>>,
     pub lease_margin_seconds: Option<Spanned<u64>>,
     pub max_connections: Option<Spanned<u64>>,
+    pub commit_interval_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -213,6 +214,7 @@ pub fn expected(key: &str) -> Option<&'static str> {
         "url" => "a string",
         "retention_days" => "a whole number of days",
         "lease_margin_seconds" => "a whole number of seconds",
+        "commit_interval_ms" => "a whole number of milliseconds",
         "hooks" => "a list of hooks",
         "trigger_when" => "exact, starts_with, 0 or 1",
         _ => return None,

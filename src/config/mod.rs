@@ -417,6 +417,9 @@ pub struct StoreConfig {
     pub lease_margin: Duration,
     /// Connections to a PostgreSQL store, at most (`max_connections`).
     pub max_connections: u32,
+    /// Group commits start at most this often (`commit_interval_ms`): under load, the writes
+    /// that arrive meanwhile share one commit (one sync to disk, one hand-over).
+    pub commit_interval: Duration,
 }
 
 impl Default for StoreConfig {
@@ -426,6 +429,7 @@ impl Default for StoreConfig {
             retention: Duration::from_secs(7 * 86_400),
             lease_margin: Duration::from_secs(15),
             max_connections: 8,
+            commit_interval: Duration::from_millis(2),
         }
     }
 }

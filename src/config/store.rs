@@ -10,6 +10,8 @@ use super::file;
 use super::validate::Validator;
 use super::{StoreConfig, StoreUrl};
 
+/// Longest `commit_interval_ms`: a delivery waits up to this for its intake's commit.
+const MAX_COMMIT_INTERVAL_MS: u64 = 100;
 /// Longest `retention_days`.
 const MAX_RETENTION_DAYS: u64 = 3650;
 
@@ -104,11 +106,25 @@ impl Validator<'_> {
                 n.value as u32
             }
         };
+        let commit_interval = match &raw.value.commit_interval_ms {
+            None => StoreConfig::default().commit_interval,
+            Some(n) => {
+                if n.value > MAX_COMMIT_INTERVAL_MS {
+                    return Err(self.err(
+                        n.referenced,
+                        "store.commit_interval_ms",
+                        format!("must be 0 to {MAX_COMMIT_INTERVAL_MS} milliseconds"),
+                    ));
+                }
+                Duration::from_millis(n.value)
+            }
+        };
         Ok(StoreConfig {
             url,
             retention,
             lease_margin,
             max_connections,
+            commit_interval,
         })
     }
 

@@ -4,13 +4,17 @@
 //! `memory` (the default) keeps nothing: posthook behaves as it always has. With `sqlite:PATH`
 //! every due callback request is written before its first attempt, each attempt and the answer
 //! are recorded, and a retry waits in the store as well as in memory. Writes go through one
-//! writer task that commits whatever has queued up in one transaction (group commit); callers
+//! writer (a thread of its own on SQLite, a task on PostgreSQL) that commits whatever has queued
+//! up in one transaction (group commit), a commit starting at most every
+//! `store.commit_interval_ms`; the writes' SQL is written once (`writes.rs`). Callers
 //! wait for their commit, never longer than [`WRITE_WAIT`]: past it, or when the store fails,
 //! the delivery goes on from memory (counted in `posthook_deliveries_undurable_total`), and the
 //! user's traffic never waits on any of it. A delivery is leased to the process working on it;
 //! a lease that runs out (its process died) makes it due for any process to claim.
 
 mod sql;
+mod sqlite;
+mod writes;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +23,7 @@ use bytes::Bytes;
 use log::warn;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{ContentType, Event, StoreConfig};
+use crate::config::{ContentType, Event, StoreConfig, StoreUrl};
 use crate::stats::Stats;
 
 /// The longest a delivery waits for its write to commit before going on from memory.
@@ -28,6 +32,13 @@ pub const WRITE_WAIT: Duration = Duration::from_secs(2);
 const WRITE_QUEUE: usize = 8192;
 /// Writes committed in one transaction, at most.
 const GROUP_MAX: usize = 512;
+
+/// Who waits for a write's commit.
+type Waiter = oneshot::Sender<Result<(), StoreError>>;
+/// A write and its waiter.
+type Write = (Op, Waiter);
+/// The writer's end of the write queue.
+type WriteRx = mpsc::Receiver<Write>;
 
 /// A store failure, as text (the engines' errors are not `Clone`; every waiter of a group
 /// commit gets the same one).
@@ -196,7 +207,7 @@ pub struct Store {
 
 struct Durable {
     sql: sql::Sql,
-    writes: mpsc::Sender<(Op, oneshot::Sender<Result<(), StoreError>>)>,
+    writes: mpsc::Sender<Write>,
     stats: Arc<Stats>,
     errors: ErrorLog,
 }
@@ -217,7 +228,13 @@ impl Store {
             return Ok(Store::memory());
         };
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-        tokio::spawn(writer(sql.clone(), rx));
+        match &config.url {
+            // SQLite: a thread of its own runs the writes (sqlite.rs says why).
+            StoreUrl::Sqlite(path) => sqlite::start_writer(path, rx, config.commit_interval)?,
+            _ => {
+                tokio::spawn(writer(sql.clone(), rx, config.commit_interval));
+            }
+        }
         Ok(Store {
             inner: Some(Arc::new(Durable {
                 sql,
@@ -453,27 +470,37 @@ impl Durable {
 }
 
 /// The writer: commits whatever has queued up, in one transaction, and tells each waiter.
-async fn writer(
-    sql: sql::Sql,
-    mut rx: mpsc::Receiver<(Op, oneshot::Sender<Result<(), StoreError>>)>,
-) {
+/// A commit starts no sooner than `interval` after the one before.
+async fn writer(sql: sql::Sql, mut rx: WriteRx, interval: Duration) {
+    let mut last: Option<Instant> = None;
     while let Some(first) = rx.recv().await {
-        let mut ops = vec![first.0];
-        let mut waiters = vec![first.1];
-        while ops.len() < GROUP_MAX {
-            match rx.try_recv() {
-                Ok((op, w)) => {
-                    ops.push(op);
-                    waiters.push(w);
-                }
-                Err(_) => break,
-            }
+        if let Some(at) = last {
+            tokio::time::sleep_until((at + interval).into()).await;
         }
+        last = Some(Instant::now());
+        let (ops, waiters) = group(first, &mut rx);
         let result = sql.apply(&ops).await;
         for w in waiters {
             let _ = w.send(result.clone());
         }
     }
+}
+
+/// `first` and whatever else has queued up, [`GROUP_MAX`] at most: one group commit's writes
+/// and their waiters.
+fn group(first: Write, rx: &mut WriteRx) -> (Vec<Op>, Vec<Waiter>) {
+    let mut ops = vec![first.0];
+    let mut waiters = vec![first.1];
+    while ops.len() < GROUP_MAX {
+        match rx.try_recv() {
+            Ok((op, w)) => {
+                ops.push(op);
+                waiters.push(w);
+            }
+            Err(_) => break,
+        }
+    }
+    (ops, waiters)
 }
 
 /// Logs store failures at most once every ten seconds, with the count since the last line.

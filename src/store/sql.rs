@@ -14,9 +14,10 @@ use bytes::Bytes;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, ConnectOptions, Executor, Row};
 
+use super::writes::{Arg, Dialect, Stmt, Writes, POSTGRES, SQLITE};
 use super::{
-    AttemptRecord, Claimed, ClaimedReply, DeliveryDetail, DeliveryFilter, DeliveryRow,
-    DisabledHook, End, NewDelivery, Op, StoreError, StoredAttempt,
+    Claimed, ClaimedReply, DeliveryDetail, DeliveryFilter, DeliveryRow, DisabledHook, NewDelivery,
+    Op, StoreError, StoredAttempt,
 };
 use crate::config::{ContentType, Event, StoreConfig, StoreUrl};
 
@@ -65,30 +66,6 @@ const SCHEMA: &[&str] = &[
     )",
 ];
 
-/// What the two dialects spell differently.
-#[derive(Debug, Clone, Copy)]
-struct Dialect {
-    /// The database's clock, in milliseconds.
-    now: &'static str,
-    /// A column of bytes.
-    blob: &'static str,
-    /// After the subquery of a claim: rows another process is claiming are skipped, not waited
-    /// for (SQLite has one writer at a time and needs none).
-    skip_locked: &'static str,
-}
-
-const SQLITE: Dialect = Dialect {
-    now: "CAST(unixepoch('subsec') * 1000 AS INTEGER)",
-    blob: "BLOB",
-    skip_locked: "",
-};
-
-const POSTGRES: Dialect = Dialect {
-    now: "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
-    blob: "BYTEA",
-    skip_locked: "FOR UPDATE SKIP LOCKED",
-};
-
 /// The columns a claim or a detail reads.
 const DELIVERY_COLUMNS: &str = "id, hook, url_index, host, content_type, body, event, post_id, \
      channel_id, root_id, user_id, create_at, attempts";
@@ -98,6 +75,7 @@ const DELIVERY_COLUMNS: &str = "id, hook, url_index, host, content_type, body, e
 pub(super) struct Sql {
     pool: AnyPool,
     dialect: Dialect,
+    writes: std::sync::Arc<Writes>,
 }
 
 fn err(e: sqlx::Error) -> StoreError {
@@ -170,7 +148,11 @@ impl Sql {
             .connect_with(options)
             .await
             .map_err(err)?;
-        let sql = Sql { pool, dialect };
+        let sql = Sql {
+            pool,
+            dialect,
+            writes: std::sync::Arc::new(Writes::new(dialect)),
+        };
         for statement in SCHEMA {
             sqlx::query(&sql.q(statement))
                 .execute(&sql.pool)
@@ -182,78 +164,26 @@ impl Sql {
 
     /// `sql` in this database's dialect.
     fn q(&self, sql: &str) -> String {
-        sql.replace("{now}", self.dialect.now)
-            .replace("{blob}", self.dialect.blob)
-            .replace("{skip_locked}", self.dialect.skip_locked)
+        self.dialect.q(sql)
     }
 
     /// Applies `ops` in one transaction (the group commit).
     pub(super) async fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(err)?;
+        let mut stmts: Vec<Stmt> = Vec::with_capacity(ops.len() * 2);
         for op in ops {
-            match op {
-                Op::Intake(d) => {
-                    sqlx::query(&self.q(
-                        "INSERT INTO posthook_deliveries (id, hook, url_index, host, content_type, \
-                         body, event, post_id, channel_id, root_id, user_id, create_at, state, \
-                         attempts, next_at, lease_until, created_at, updated_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', 0, \
-                         {now}, {now} + $13, {now}, {now}) ON CONFLICT (id) DO NOTHING",
-                    ))
-                    .bind(d.id.as_str())
-                    .bind(d.hook.as_str())
-                    .bind(i64::from(d.url_index))
-                    .bind(d.host.as_str())
-                    .bind(content_type_name(d.content_type))
-                    .bind(d.body.as_ref())
-                    .bind(d.event.as_str())
-                    .bind(d.post_id.as_str())
-                    .bind(d.channel_id.as_str())
-                    .bind(d.root_id.as_str())
-                    .bind(d.user_id.as_str())
-                    .bind(d.create_at)
-                    .bind(ms(d.lease))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(err)?;
-                }
-                Op::Attempt { id, attempt, end } => {
-                    self.record_attempt(&mut tx, id, attempt, end).await?;
-                }
-                Op::Drop { id, reason } => {
-                    sqlx::query(&self.q(
-                        "UPDATE posthook_deliveries SET state = 'dropped', last_error = $1, \
-                         lease_until = NULL, updated_at = {now} WHERE id = $2 AND state = 'pending'",
-                    ))
-                    .bind(reason.as_str())
-                    .bind(id.as_str())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(err)?;
-                }
-                Op::ReplyDone { id } => {
-                    sqlx::query(&self.q(
-                        "UPDATE posthook_deliveries SET reply = 'done', lease_until = NULL, \
-                         updated_at = {now} WHERE id = $1",
-                    ))
-                    .bind(id.as_str())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(err)?;
-                }
-                Op::DisableHook { hook, reason } => {
-                    sqlx::query(&self.q(
-                        "INSERT INTO posthook_hooks (hook, disabled_at, reason) VALUES ($1, {now}, $2) \
-                         ON CONFLICT (hook) DO UPDATE SET disabled_at = excluded.disabled_at, \
-                         reason = excluded.reason",
-                    ))
-                    .bind(hook.as_str())
-                    .bind(reason.as_str())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(err)?;
-                }
+            self.writes.statements(op, &mut stmts);
+        }
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        for s in &stmts {
+            let mut query = sqlx::query(s.sql);
+            for a in &s.args {
+                query = match *a {
+                    Arg::Int(v) => query.bind(v),
+                    Arg::Text(v) => query.bind(v),
+                    Arg::Blob(v) => query.bind(v),
+                };
             }
+            query.execute(&mut *tx).await.map_err(err)?;
         }
         tx.commit().await.map_err(err)
     }
@@ -460,72 +390,6 @@ impl Sql {
             answer: answer.map(Bytes::from),
             attempts,
         }))
-    }
-
-    /// Records one attempt and what it ended in.
-    async fn record_attempt(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        id: &str,
-        a: &AttemptRecord,
-        end: &End,
-    ) -> Result<(), StoreError> {
-        sqlx::query(&self.q(
-        "INSERT INTO posthook_attempts (delivery_id, n, at, status, latency_ms, error, outcome) \
-         VALUES ($1, $2, {now}, $3, $4, $5, $6) ON CONFLICT (delivery_id, n) DO NOTHING",
-    ))
-    .bind(id)
-    .bind(i64::from(a.n))
-    .bind(a.status.map(i64::from))
-    .bind(ms(a.latency))
-    .bind(a.error.as_deref())
-    .bind(end.outcome())
-    .execute(&mut **tx)
-    .await
-    .map_err(err)?;
-        let (state, next, lease, answer, reply) = match end {
-            End::Delivered {
-                answer,
-                reply_lease,
-            } => (
-                "delivered",
-                0,
-                reply_lease.map(ms),
-                Some(answer.as_ref()),
-                reply_lease.map(|_| "pending"),
-            ),
-            End::Retry { after, lease } => {
-                ("pending", ms(*after), Some(ms(*after + *lease)), None, None)
-            }
-            End::Failed => ("failed", 0, None, None, None),
-        };
-        sqlx::query(&self.q(
-            "UPDATE posthook_deliveries SET state = $1, next_at = {now} + $2, \
-             lease_until = {now} + $3, \
-             attempts = CASE WHEN attempts > $4 THEN attempts ELSE $4 END, last_status = $5, \
-             last_error = $6, answer = COALESCE($7, answer), reply = $8, updated_at = {now} \
-             WHERE id = $9",
-        ))
-        .bind(state)
-        .bind(next)
-        .bind(lease)
-        .bind(i64::from(a.n))
-        .bind(a.status.map(i64::from))
-        .bind(a.error.as_deref())
-        .bind(answer)
-        .bind(reply)
-        .bind(id)
-        .execute(&mut **tx)
-        .await
-        .map_err(err)?;
-        Ok(())
-    }
-}
-
-fn content_type_name(c: ContentType) -> &'static str {
-    match c {
-        ContentType::Form => "form",
-        ContentType::Json => "json",
     }
 }
 
