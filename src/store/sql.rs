@@ -14,7 +14,7 @@ use bytes::Bytes;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, ConnectOptions, Executor, Row};
 
-use super::writes::{Arg, Dialect, Stmt, Writes, POSTGRES, SQLITE};
+use super::writes::{Arg, Dialect, Writes, POSTGRES, SQLITE};
 use super::{
     Claimed, ClaimedReply, DeliveryDetail, DeliveryFilter, DeliveryRow, DisabledHook, NewDelivery,
     Op, StoreError, StoredAttempt,
@@ -169,10 +169,7 @@ impl Sql {
 
     /// Applies `ops` in one transaction (the group commit).
     pub(super) async fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
-        let mut stmts: Vec<Stmt> = Vec::with_capacity(ops.len() * 2);
-        for op in ops {
-            self.writes.statements(op, &mut stmts);
-        }
+        let stmts = self.writes.statements(ops);
         let mut tx = self.pool.begin().await.map_err(err)?;
         for s in &stmts {
             let mut query = sqlx::query(s.sql);

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use rusqlite::types::ToSqlOutput;
 use rusqlite::{Connection, ToSql, TransactionBehavior};
 
-use super::writes::{Arg, Stmt, Writes, SQLITE};
+use super::writes::{Arg, Writes, SQLITE};
 use super::{group, Op, StoreError, WriteRx};
 
 impl ToSql for Arg<'_> {
@@ -35,8 +35,8 @@ fn err(e: rusqlite::Error) -> StoreError {
     StoreError(e.to_string())
 }
 
-/// Prepared statements kept per connection, at most (the writes have six).
-const STATEMENT_CACHE: usize = 16;
+/// Prepared statements kept per connection, at most (the writes have 30: one per kind and row count).
+const STATEMENT_CACHE: usize = 64;
 
 /// Opens the writer's connection to the database at `path` (its schema already in place) and
 /// starts the thread; it ends when every sender of `rx` is gone.
@@ -80,10 +80,7 @@ fn apply(conn: &mut Connection, writes: &Writes, ops: &[Op]) -> Result<(), Store
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(err)?;
-    let mut stmts: Vec<Stmt> = Vec::with_capacity(ops.len() * 2);
-    for op in ops {
-        writes.statements(op, &mut stmts);
-    }
+    let stmts = writes.statements(ops);
     for s in &stmts {
         let mut prepared = tx.prepare_cached(s.sql).map_err(err)?;
         prepared
