@@ -34,6 +34,7 @@ pub struct Store {
     pub lease_margin_seconds: Option<Spanned<u64>>,
     pub max_connections: Option<Spanned<u64>>,
     pub commit_interval_ms: Option<Spanned<u64>>,
+    pub sqlite_synchronous: Option<Str>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -215,6 +216,7 @@ pub fn expected(key: &str) -> Option<&'static str> {
         "retention_days" => "a whole number of days",
         "lease_margin_seconds" => "a whole number of seconds",
         "commit_interval_ms" => "a whole number of milliseconds",
+        "sqlite_synchronous" => "full or normal",
         "hooks" => "a list of hooks",
         "trigger_when" => "exact, starts_with, 0 or 1",
         _ => return None,

@@ -420,6 +420,10 @@ pub struct StoreConfig {
     /// Group commits start at most this often (`commit_interval_ms`): under load, the writes
     /// that arrive meanwhile share one commit (one sync to disk, one hand-over).
     pub commit_interval: Duration,
+    /// SQLite syncs every commit to disk (`full`, survives a power loss) or only its
+    /// checkpoints (`normal`: survives a crash of posthook, not of the host)
+    /// (`sqlite_synchronous`).
+    pub sqlite_sync_full: bool,
 }
 
 impl Default for StoreConfig {
@@ -430,6 +434,7 @@ impl Default for StoreConfig {
             lease_margin: Duration::from_secs(15),
             max_connections: 8,
             commit_interval: Duration::from_millis(2),
+            sqlite_sync_full: true,
         }
     }
 }

@@ -119,12 +119,27 @@ impl Validator<'_> {
                 Duration::from_millis(n.value)
             }
         };
+        let sqlite_sync_full = match &raw.value.sqlite_synchronous {
+            None => true,
+            Some(s) => match s.value.as_str() {
+                "full" => true,
+                "normal" => false,
+                _ => {
+                    return Err(self.err(
+                        s.referenced,
+                        "store.sqlite_synchronous",
+                        "must be full or normal",
+                    ))
+                }
+            },
+        };
         Ok(StoreConfig {
             url,
             retention,
             lease_margin,
             max_connections,
             commit_interval,
+            sqlite_sync_full,
         })
     }
 

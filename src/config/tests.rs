@@ -758,6 +758,7 @@ fn store_urls_resolve_beside_the_config_and_errors_never_repeat_them() {
         ("  url: memory\n  retention_days: 0\n", "posthook.yaml:6:19: store.retention_days: must be 1 to 3650 days"),
         ("  url: memory\n  lease_margin_seconds: 0\n", "posthook.yaml:6:25: store.lease_margin_seconds: must be 1 to 3600 seconds"),
         ("  url: memory\n  commit_interval_ms: 101\n", "posthook.yaml:6:23: store.commit_interval_ms: must be 0 to 100 milliseconds"),
+        ("  url: memory\n  sqlite_synchronous: off\n", "posthook.yaml:6:23: store.sqlite_synchronous: must be full or normal"),
     ];
     for (text, want) in rows {
         let e = store(text, "posthook.yaml").unwrap_err().to_string();

@@ -230,7 +230,7 @@ impl Store {
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         match &config.url {
             // SQLite: a thread of its own runs the writes (sqlite.rs says why).
-            StoreUrl::Sqlite(path) => sqlite::start_writer(path, rx, config.commit_interval)?,
+            StoreUrl::Sqlite(path) => sqlite::start_writer(path, rx, config)?,
             _ => {
                 tokio::spawn(writer(sql.clone(), rx, config.commit_interval));
             }

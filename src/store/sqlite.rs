@@ -18,6 +18,7 @@ use rusqlite::{Connection, ToSql, TransactionBehavior};
 
 use super::writes::{Arg, Writes, SQLITE};
 use super::{group, Op, StoreError, WriteRx};
+use crate::config::StoreConfig;
 
 impl ToSql for Arg<'_> {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
@@ -40,12 +41,22 @@ const STATEMENT_CACHE: usize = 64;
 
 /// Opens the writer's connection to the database at `path` (its schema already in place) and
 /// starts the thread; it ends when every sender of `rx` is gone.
-pub(super) fn start_writer(path: &Path, rx: WriteRx, interval: Duration) -> Result<(), StoreError> {
+pub(super) fn start_writer(
+    path: &Path,
+    rx: WriteRx,
+    config: &StoreConfig,
+) -> Result<(), StoreError> {
+    let interval = config.commit_interval;
+    let synchronous = if config.sqlite_sync_full {
+        "FULL"
+    } else {
+        "NORMAL"
+    };
     let conn = Connection::open(path).map_err(err)?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(err)?;
-    conn.pragma_update(None, "synchronous", "FULL")
+    conn.pragma_update(None, "synchronous", synchronous)
         .map_err(err)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     std::thread::Builder::new()
