@@ -16,6 +16,8 @@ pub struct LogCounts {
     pub replies_posted: u64,
     pub reply_failed: u64,
     pub queue_drops: u64,
+    /// Attempts that failed and were scheduled again (`outcome=retry`).
+    pub retries: u64,
     pub other_warn: u64,
     errors: u64,
 }
@@ -27,6 +29,7 @@ impl LogCounts {
         self.replies_posted += o.replies_posted;
         self.reply_failed += o.reply_failed;
         self.queue_drops += o.queue_drops;
+        self.retries += o.retries;
         self.other_warn += o.other_warn;
         self.errors += o.errors;
     }
@@ -51,6 +54,8 @@ pub fn read_log(path: &Path, offset: &mut u64) -> LogCounts {
     for line in String::from_utf8_lossy(&data[..=end]).lines() {
         if line.contains("outcome=delivered") {
             c.delivered += 1;
+        } else if line.contains("outcome=retry") {
+            c.retries += 1;
         } else if line.contains("] delivery ") && line.contains("outcome=failed") {
             c.delivery_failed += 1;
         } else if line.contains("outcome=posted") {

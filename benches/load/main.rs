@@ -19,10 +19,12 @@
 //!  this process ─ runtime "bench-loadgen" (+ thread "bench-pacer"): the load generator
 //!               └ runtime "bench-upstream": Mattermost stand-in, webhook sink, black hole
 //!  children     ─ posthook, no hooks (B)          ─ posthook, 10 000 hooks (C, split, chain)
-//!               ─ posthook C with store: sqlite (Cs)
+//!               ─ posthook C with store: sqlite (Cs), and with PostgreSQL (Cp, a throwaway
+//!                 cluster with fsync on, when PostgreSQL is installed)
 //!               ─ bare Pingora proxy (E): this binary re-executed with --serve-bare-proxy
 //!               ─ nginx (D, split, chain), when /usr/sbin/nginx exists
 //!               ─ posthook, 10 000 hooks aimed at a black hole (dead sink; last)
+//!               ─ posthook Cs plus a hook on a closed port with retries (dead endpoint)
 //! ```
 //!
 //! Children are stopped in `Drop` (also when a phase panics), on SIGINT/SIGTERM by a signal
@@ -41,7 +43,10 @@ mod loadgen;
 mod procfs;
 mod procs;
 mod report;
+mod retrying;
 mod scenarios;
+#[path = "../../tests/support/mod.rs"]
+mod support;
 mod upstream;
 
 use std::collections::BTreeMap;
@@ -172,7 +177,7 @@ const HELP: &str = "posthook end-to-end load test
   --rounds N            rounds of the alternation (default 5)
   --conns N             closed-loop connections (default 50)
   --open-rate R         open-loop rate for the A..E latency table (default 5000/s)
-  --only K,K            run only these scenario keys (A B C Cs D E B' E' C10k Gdirect Gsplit Gposthook Gchain Psplit sweep dead)
+  --only K,K            run only these scenario keys (A B C Cs Cp D E B' E' C10k Cs10k Cp10k C1k Cs1k Cp1k Gdirect Gsplit Gposthook Gchain Psplit sweep dead retry)
   --no-nginx            skip the nginx scenarios
   --loadgen-threads N, --upstream-threads N, --nginx-workers N  (defaults 2, 2, 2)
   --proxy-threads N     `threads` of posthook and of the bare Pingora proxy (default 1)
@@ -272,11 +277,31 @@ fn run(opts: Opts) {
     let (b, b_addr, b_start) = start_posthook(&bin, "posthook-B", "");
     let (c, c_addr, c_start) = start_posthook(&bin, "posthook-C", &hooks);
     // C again, with every delivery kept in an SQLite store (issue 12's ratio Cs/C).
+    // POSTHOOK_BENCH_STORE: more `store` keys for Cs and Cp, e.g. "commit_interval_ms: 5".
+    let store_extra: String = std::env::var("POSTHOOK_BENCH_STORE")
+        .map(|s| s.lines().map(|l| format!("  {l}\n")).collect())
+        .unwrap_or_default();
     let with_store = format!(
-        "store:\n  url: \"sqlite:{}\"\n{hooks}",
+        "store:\n  url: \"sqlite:{}\"\n{store_extra}{hooks}",
         dir.join("posthook-Cs.db").display()
     );
     let (cs, cs_addr, _) = start_posthook(&bin, "posthook-Cs", &with_store);
+    // And with a PostgreSQL store (issue 12's ratio Cp/C): a throwaway cluster on a unix socket,
+    // syncing its commits as a production one does; skipped when PostgreSQL is not installed.
+    let pg = (opts.wants("Cp") || opts.wants("Cp10k") || opts.wants("Cp1k"))
+        .then(|| {
+            if support::postgres_installed() {
+                Some(support::PgCluster::start_synced())
+            } else {
+                eprintln!("PostgreSQL is not installed: scenario Cp skipped");
+                None
+            }
+        })
+        .flatten();
+    let cp = pg.as_ref().map(|pg| {
+        let with_pg = format!("store:\n  url: \"{}\"\n{store_extra}{hooks}", pg.url);
+        start_posthook(&bin, "posthook-Cp", &with_pg)
+    });
     let start_bare = |exe: &Path, name: &str| -> (Proc, SocketAddr, Duration) {
         let addr = loopback(free_port());
         let t = Instant::now();
@@ -370,51 +395,84 @@ fn run(opts: Opts) {
     let ph = |p: &Proc| CpuGroup {
         name: "posthook",
         pids: vec![p.pid()],
+        tree: false,
     };
+    // PostgreSQL's server and backends, charged to Cp beside posthook.
+    let pg_group = pg.as_ref().map(|pg| CpuGroup {
+        name: "postgres",
+        pids: vec![pg.server_pid()],
+        tree: true,
+    });
     let ngx = procs.nginx.as_ref().map(|n| CpuGroup {
         name: "nginx",
         pids: std::iter::once(n.pid())
             .chain(n.extra.iter().copied())
             .collect(),
+        tree: false,
     });
-    let sc = |key, addr, workload: &Workload, cpu: Vec<CpuGroup>, fires| Scenario {
+    let sc = |key, addr, workload: &Workload, cpu: Vec<CpuGroup>, fires: Option<&Proc>| Scenario {
         key,
         group: key,
         addr,
         workload: workload.clone(),
+        log: fires.map(|p| p.log.clone()),
         split_pid: cpu
             .iter()
             .find(|g: &&CpuGroup| g.name == "posthook")
             .and_then(|g| g.pids.first().copied()),
         cpu,
-        fires,
+        fires: fires.is_some(),
     };
     let bare = CpuGroup {
         name: "bare",
         pids: vec![procs.e.pid()],
+        tree: false,
     };
     let mut main_scenarios = vec![
-        sc("A", upstream, &posts, vec![], false),
-        sc("B", b_addr, &posts, vec![ph(&procs.b)], false),
-        sc("C", c_addr, &posts, vec![ph(&procs.c)], true),
-        sc("Cs", cs_addr, &posts, vec![ph(&cs)], false),
+        sc("A", upstream, &posts, vec![], None),
+        sc("B", b_addr, &posts, vec![ph(&procs.b)], None),
+        sc("C", c_addr, &posts, vec![ph(&procs.c)], Some(&procs.c)),
+        sc("Cs", cs_addr, &posts, vec![ph(&cs)], Some(&cs)),
     ];
-    if let Some(n) = &ngx {
-        main_scenarios.push(sc("D", nginx_ports.direct, &posts, vec![n.clone()], false));
+    if let Some((cp, cp_addr, _)) = &cp {
+        let cpu: Vec<CpuGroup> = vec![ph(cp)].into_iter().chain(pg_group.clone()).collect();
+        main_scenarios.push(sc("Cp", *cp_addr, &posts, cpu, Some(cp)));
     }
-    main_scenarios.push(sc("E", e_addr, &posts, vec![bare], false));
+    if let Some(n) = &ngx {
+        main_scenarios.push(sc("D", nginx_ports.direct, &posts, vec![n.clone()], None));
+    }
+    main_scenarios.push(sc("E", e_addr, &posts, vec![bare], None));
     if let Some((bp, bp_addr, ep, ep_addr)) = &procs.patched {
-        main_scenarios.push(sc("B'", *bp_addr, &posts, vec![ph(bp)], false));
+        main_scenarios.push(sc("B'", *bp_addr, &posts, vec![ph(bp)], None));
         let bare = CpuGroup {
             name: "bare",
             pids: vec![ep.pid()],
+            tree: false,
         };
-        main_scenarios.push(sc("E'", *ep_addr, &posts, vec![bare], false));
+        main_scenarios.push(sc("E'", *ep_addr, &posts, vec![bare], None));
     }
-    let c10k = sc("C10k", c_addr, &posts, vec![ph(&procs.c)], true);
+    let c10k = sc("C10k", c_addr, &posts, vec![ph(&procs.c)], Some(&procs.c));
+    // 1 000 posts/s, every one matching: 1 000 deliveries/s on a machine that is not saturated
+    // by the proxying itself (at 10 000 posts/s it is, even for C).
+    let all_match = posts_workload(10_000, true);
+    let mut at1k = vec![sc(
+        "C1k",
+        c_addr,
+        &all_match,
+        vec![ph(&procs.c)],
+        Some(&procs.c),
+    )];
+    at1k.push(sc("Cs1k", cs_addr, &all_match, vec![ph(&cs)], Some(&cs)));
+    // The same 1 000 matching posts/s through the stores (the delivery p99 target with SQLite).
+    let mut stores10k = vec![sc("Cs10k", cs_addr, &posts, vec![ph(&cs)], Some(&cs))];
+    if let Some((cp, cp_addr, _)) = &cp {
+        let cpu: Vec<CpuGroup> = vec![ph(cp)].into_iter().chain(pg_group.clone()).collect();
+        stores10k.push(sc("Cp10k", *cp_addr, &posts, cpu.clone(), Some(cp)));
+        at1k.push(sc("Cp1k", *cp_addr, &all_match, cpu, Some(cp)));
+    }
     let mut split = vec![
-        sc("Gdirect", upstream, &gets, vec![], false),
-        sc("Gposthook", c_addr, &gets, vec![ph(&procs.c)], false),
+        sc("Gdirect", upstream, &gets, vec![], None),
+        sc("Gposthook", c_addr, &gets, vec![ph(&procs.c)], None),
     ];
     if let Some(n) = &ngx {
         let both = vec![n.clone(), ph(&procs.c)];
@@ -423,12 +481,21 @@ fn run(opts: Opts) {
             nginx_ports.split,
             &gets,
             vec![n.clone()],
-            false,
+            None,
         ));
-        split.push(sc("Gchain", nginx_ports.chain, &gets, both.clone(), false));
-        split.push(sc("Psplit", nginx_ports.split, &posts, both, true));
+        split.push(sc("Gchain", nginx_ports.chain, &gets, both.clone(), None));
+        split.push(sc(
+            "Psplit",
+            nginx_ports.split,
+            &posts,
+            both,
+            Some(&procs.c),
+        ));
     }
     let mut our_pids = vec![procs.b.pid(), procs.c.pid(), cs.pid(), procs.e.pid()];
+    if let Some((cp, _, _)) = &cp {
+        our_pids.push(cp.pid());
+    }
     if let Some((bp, _, ep, _)) = &procs.patched {
         our_pids.extend([bp.pid(), ep.pid()]);
     }
@@ -439,11 +506,11 @@ fn run(opts: Opts) {
     let mut r = Runner {
         rt,
         up: up.clone(),
-        c_log: procs.c.log.clone(),
-        c_log_offset: 0,
+        log_offsets: BTreeMap::new(),
         aggs: Vec::new(),
         per_round: (0..opts.rounds).map(|_| BTreeMap::new()).collect(),
         our_pids,
+        our_trees: pg_group.into_iter().collect(),
         repeats: 0,
         noise_left: opts.noise_budget,
         opts: opts.clone(),
@@ -456,6 +523,12 @@ fn run(opts: Opts) {
             r.phase(round, s, Mode::Open, opts.open_rate, opts.open_measure);
         }
         r.phase(round, &c10k, Mode::Open, opts.c10k_rate, opts.c10k_measure);
+        for s in &stores10k {
+            r.phase(round, s, Mode::Open, opts.c10k_rate, opts.c10k_measure);
+        }
+        for s in &at1k {
+            r.phase(round, s, Mode::Open, 1_000.0, opts.c10k_measure);
+        }
         for s in &split {
             let saved = r.opts.closed_warmup;
             r.opts.closed_warmup = saved.min(Duration::from_millis(500));
@@ -498,6 +571,19 @@ fn run(opts: Opts) {
             black_hole,
         )
     });
+    // Dead endpoint with retries: a fresh posthook with an SQLite store.
+    let retry = opts.wants("retry").then(|| {
+        let dead = loopback(free_port());
+        retrying::dead_endpoint_phase(
+            &opts,
+            &r.rt,
+            &up,
+            &|name: &str, hooks: &str| start_posthook(&bin, name, hooks),
+            sink,
+            dead,
+            &dir,
+        )
+    });
     let lookups = up.lookups.load(Ordering::Relaxed);
     drop(procs);
     let total = started.elapsed();
@@ -515,6 +601,7 @@ fn run(opts: Opts) {
                 ("bare Pingora", e_start),
             ],
             dead,
+            retry,
             lookups,
             sink_unreadable: up.sink_unreadable.load(Ordering::Relaxed),
             upstream_bad: up.bad.load(Ordering::Relaxed),

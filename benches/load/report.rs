@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::deliveries::Deliveries;
 use crate::fixtures::MATCH_EVERY;
 use crate::procfs::clock_ticks;
+use crate::retrying::RetryResult;
 use crate::scenarios::{DeadResult, Mode, Runner, MAX_FOREIGN, MAX_RETRIES, SWEEP_KEYS};
 use crate::Opts;
 
@@ -126,6 +127,7 @@ pub struct ReportExtra {
     pub nginx_hwm: Vec<u64>,
     pub starts: Vec<(&'static str, Duration)>,
     pub dead: Option<DeadResult>,
+    pub retry: Option<RetryResult>,
     pub lookups: u64,
     pub sink_unreadable: u64,
     pub upstream_bad: u64,
@@ -241,6 +243,7 @@ pub fn print_report(r: &Runner, o: &Opts, x: ReportExtra) {
             "posthook, 10 000 hooks, 10% of posts match (deliveries + replies on)",
         ),
         ("Cs", "C with store: sqlite (every delivery written first)"),
+        ("Cp", "C with store: PostgreSQL (a local cluster, fsync on)"),
         ("D", "nginx proxy_pass, keep-alive"),
         ("E", "bare Pingora proxy (framework floor)"),
         ("B'", "posthook, no hooks, patched Pingora"),
@@ -293,6 +296,7 @@ pub fn print_report(r: &Runner, o: &Opts, x: ReportExtra) {
         ("B", "E", Some(0.95)),
         ("C", "B", Some(0.95)),
         ("Cs", "C", Some(0.95)),
+        ("Cp", "C", Some(0.90)),
         ("B'", "B", None),
         ("E'", "E", None),
         ("B'", "D", None),
@@ -318,6 +322,8 @@ pub fn print_report(r: &Runner, o: &Opts, x: ReportExtra) {
         ("C", Mode::Closed, "C closed loop"),
         ("C", Mode::Open, "C open loop"),
         ("C10k", Mode::Open, "C open loop, 1 000 matching/s"),
+        ("Cs", Mode::Open, "Cs open loop"),
+        ("Cp", Mode::Open, "Cp open loop"),
         ("Gposthook", Mode::Closed, "GET through posthook"),
     ] {
         let Some(a) = r.find(key, mode) else { continue };
@@ -329,15 +335,16 @@ pub fn print_report(r: &Runner, o: &Opts, x: ReportExtra) {
         let get = |k: &str| a.threads.get(k).copied().unwrap_or(0);
         let _ = writeln!(
             rows,
-            "| {name} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            "| {name} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
             per(get("proxy (Pingora service)")),
             per(get("webhook dispatcher")),
+            per(get("store writer")),
             per(get("other threads")),
             per(a.threads.values().sum())
         );
     }
     if !rows.is_empty() {
-        let _ = writeln!(w, "\n### posthook's CPU by thread (µs per request)\n\nThe proxy runs on Pingora's service thread (`threads: 1`); look-ups, webhook calls and replies on the dispatcher's own runtime thread. In C one post in ten matches, so the dispatcher's cost per matching post is ten times its per-request figure.\n\n| phase | proxy thread | dispatcher thread | other threads | total |\n|---|---:|---:|---:|---:|\n{rows}");
+        let _ = writeln!(w, "\n### posthook's CPU by thread (µs per request)\n\nThe proxy runs on Pingora's service thread (`threads: 1`); look-ups, webhook calls and replies on the dispatcher's own runtime thread. In C one post in ten matches, so the dispatcher's cost per matching post is ten times its per-request figure.\n\n| phase | proxy thread | dispatcher thread | SQLite writer thread | other threads | total |\n|---|---:|---:|---:|---:|---:|\n{rows}");
     }
 
     // Every process on the box shares the same 2 cores: throughput follows the sum.
@@ -422,14 +429,48 @@ pub fn print_report(r: &Runner, o: &Opts, x: ReportExtra) {
     }
 
     // Deliveries.
-    let _ = writeln!(w, "\n## Webhook deliveries and replies (posthook C)\n");
+    let _ = writeln!(
+        w,
+        "\n## Webhook deliveries and replies (posthook C, Cs, Cp)\n"
+    );
     let _ = writeln!(w, "Delivery latency: the upstream wrote the 201 → the sink has read the webhook request. Reply latency: the sink wrote its answer → the upstream has read posthook's reply post. Every matching post must reach the sink exactly once and produce one reply; \"missing\" is expected − delivered after draining. Log counts are posthook's own outcome lines.\n");
     let _ = writeln!(w, "| phase | posts/s | matching posts | delivered | missing | duplicates | replies | delivery p50 / p90 / p99 / max µs | reply p50 / p99 µs | posthook log: delivered / failed / queue drops / replies posted / reply failed | drain |\n|---|---:|---:|---:|---:|---:|---:|---|---|---|---:|");
     let mut c10k_p99 = None;
+    let mut cs10k_p99 = None;
+    let mut cs1k_p99 = None;
     for (key, mode, name) in [
         ("C", Mode::Closed, "C closed loop (max rate)"),
         ("C", Mode::Open, "C open loop"),
         ("C10k", Mode::Open, "C open loop, 1 000 matching posts/s"),
+        ("Cs", Mode::Closed, "Cs (SQLite) closed loop (max rate)"),
+        ("Cs", Mode::Open, "Cs (SQLite) open loop"),
+        (
+            "Cs10k",
+            Mode::Open,
+            "Cs (SQLite) open loop, 1 000 matching posts/s",
+        ),
+        ("Cp", Mode::Closed, "Cp (PostgreSQL) closed loop (max rate)"),
+        ("Cp", Mode::Open, "Cp (PostgreSQL) open loop"),
+        (
+            "Cp10k",
+            Mode::Open,
+            "Cp (PostgreSQL) open loop, 1 000 matching posts/s",
+        ),
+        (
+            "C1k",
+            Mode::Open,
+            "C open loop, 1 000 posts/s, every one matching",
+        ),
+        (
+            "Cs1k",
+            Mode::Open,
+            "Cs (SQLite) open loop, 1 000 posts/s, every one matching",
+        ),
+        (
+            "Cp1k",
+            Mode::Open,
+            "Cp (PostgreSQL) open loop, 1 000 posts/s, every one matching",
+        ),
         (
             "Psplit",
             Mode::Closed,
@@ -442,13 +483,17 @@ pub fn print_report(r: &Runner, o: &Opts, x: ReportExtra) {
             continue;
         };
         let (dl, rl) = (sorted(&d.delivery_lat), sorted(&d.reply_lat));
-        if key == "C10k" {
-            c10k_p99 = Some((
-                pct(&dl, 0.99),
-                median(&a.rates),
-                all.missing() + all.duplicates + all.unknown,
-                a.error_count(),
-            ));
+        let summary = Some((
+            pct(&dl, 0.99),
+            median(&a.rates),
+            all.missing() + all.duplicates + all.unknown,
+            a.error_count(),
+        ));
+        match key {
+            "C10k" => c10k_p99 = summary,
+            "Cs10k" => cs10k_p99 = summary,
+            "Cs1k" => cs1k_p99 = summary,
+            _ => {}
         }
         let lost = all.missing() + all.unknown;
         let missing = if lost > 0 {
@@ -611,6 +656,28 @@ pub fn print_report(r: &Runner, o: &Opts, x: ReportExtra) {
         let _ = writeln!(w, "\nRSS after start {} MiB, peak {} MiB. posthook log: {} queue drops, {} deliveries failed, {} other warnings.", mib(d.idle), mib(d.hwm), d.log.queue_drops, d.log.delivery_failed, d.log.other_warn);
     }
 
+    // The healthy deliveries' p99 next to the dead endpoint, beside Cs's open loop.
+    let cs_open_p99 = r.find("Cs", Mode::Open).and_then(|a| {
+        a.deliveries
+            .as_ref()
+            .map(|d| pct(&sorted(&d.delivery_lat), 0.99))
+    });
+    if let Some(x) = &x.retry {
+        let d = &x.deliveries;
+        let dl = sorted(&d.delivery_lat);
+        let _ = writeln!(w, "\n### Dead endpoint with retries (store: sqlite)\n");
+        let _ = writeln!(w, "A fresh posthook with C's 10 000 hooks and an SQLite store, plus one pattern hook that fires on every matching post and is aimed at a closed port with `retry: {{attempts: 5, initial_seconds: 1, max_seconds: 4}}`. Open loop at {:.0} posts/s ({:.0} achieved) for {:.0} s, {} client errors; request p50 / p99 {} / {} µs; posthook CPU {:.3} s per 1 000 requests.\n", x.rate, x.achieved, x.measure, x.errors, us(pct(&x.request_lat, 0.5)), us(pct(&x.request_lat, 0.99)), x.cpu_per_1000);
+        let _ = writeln!(w, "Healthy deliveries: {} of {} matching posts delivered, {} duplicates, {} replies; delivery p50 / p90 / p99 / max {} / {} / {} / {} µs (Cs open loop in this run: p99 {} µs). Dead endpoint: {} attempts scheduled again, {} deliveries failed after their last attempt.\n", d.delivered, d.expected, d.duplicates, d.replied, us(pct(&dl, 0.5)), us(pct(&dl, 0.9)), us(pct(&dl, 0.99)), us(pct(&dl, 1.0)), cs_open_p99.map_or("–".into(), us), d.log.retries, d.log.delivery_failed);
+        let _ = writeln!(w, "| t (s) | VmRSS (MiB) |\n|---:|---:|");
+        let step = (x.rss.len() / 12).max(1);
+        for (t, k) in x.rss.iter().step_by(step) {
+            let _ = writeln!(w, "| {t:.1} | {} |", mib(*k));
+        }
+        if let Some((t, k)) = x.rss.last() {
+            let _ = writeln!(w, "| {t:.1} | {} |", mib(*k));
+        }
+    }
+
     // Targets.
     let _ = writeln!(w, "\n## Targets\n\n| target | measured | |\n|---|---|---|");
     if let Some((m, _, _)) = ratio("B", "E") {
@@ -635,6 +702,25 @@ pub fn print_report(r: &Runner, o: &Opts, x: ReportExtra) {
         let ok = p99 <= 10_000_000 && missing == 0 && errors == 0;
         let _ = writeln!(w, "| delivery p99 ≤ 10 ms at 1 000 matching posts/s (open loop, {rate:.0} posts/s) | {} ms, {missing} missing, {errors} errors | {} |", us(p99).parse::<f64>().map_or("?".into(), |v| format!("{:.2}", v / 1000.0)), met(ok));
     }
+    for (summary, what) in [
+        (cs1k_p99, "every post matching"),
+        (cs10k_p99, "10 % matching"),
+    ] {
+        let Some((p99, rate, missing, errors)) = summary else {
+            continue;
+        };
+        let ok = p99 <= 20_000_000 && missing == 0 && errors == 0;
+        let _ = writeln!(w, "| delivery p99 ≤ 20 ms at 1 000 matching posts/s with store: sqlite (open loop, {rate:.0} posts/s, {what}) | {} ms, {missing} missing, {errors} errors | {} |", us(p99).parse::<f64>().map_or("?".into(), |v| format!("{:.2}", v / 1000.0)), met(ok));
+    }
+    for (num, t) in [("Cs", 0.95), ("Cp", 0.90)] {
+        if let Some((m, _, _)) = ratio(num, "C") {
+            let _ = writeln!(
+                w,
+                "| {num}/C ≥ {t:.2} (the same load, deliveries kept in the store) | {m:.3} | {} |",
+                met(m >= t)
+            );
+        }
+    }
     if c_hwm > 0 {
         let _ = writeln!(
             w,
@@ -658,6 +744,26 @@ pub fn print_report(r: &Runner, o: &Opts, x: ReportExtra) {
         let ok = d.hwm <= 64 * 1024 && growth <= 4 * 1024 && d.log.queue_drops > 0;
         let _ = writeln!(w, "| RSS bounded with a dead sink | peak {} MiB; second half {} → {} MiB; queue full and dropping ({} drops) | {} |", mib(d.hwm), mib(first), mib(last), d.log.queue_drops, met(ok));
     }
+    if let Some(x) = &x.retry {
+        let tail: Vec<u64> = x
+            .rss
+            .iter()
+            .filter(|(t, _)| *t >= x.measure * 0.75)
+            .map(|(_, k)| *k)
+            .collect();
+        let (first, last) = (
+            tail.first().copied().unwrap_or(0),
+            tail.last().copied().unwrap_or(0),
+        );
+        let ok = last.saturating_sub(first) <= 2 * 1024 && x.deliveries.log.retries > 0;
+        let _ = writeln!(w, "| RSS flat with a dead endpoint retried (last quarter) | {} → {} MiB, peak {} MiB; {} retries | {} |", mib(first), mib(last), mib(x.hwm), x.deliveries.log.retries, met(ok));
+        let d = &x.deliveries;
+        let p99 = pct(&sorted(&d.delivery_lat), 0.99);
+        if let Some(base) = cs_open_p99 {
+            let ok = (p99 as f64) <= (base as f64) * 1.5 && d.missing() == 0 && d.duplicates == 0;
+            let _ = writeln!(w, "| healthy deliveries keep their p99 beside a dead endpoint (≤ 1.5 × Cs's open loop, none missing) | {} µs vs {} µs, {} missing | {} |", us(p99), us(base), d.missing(), met(ok));
+        }
+    }
     if let Some((m, _, _)) = ratio("B", "D") {
         let _ = writeln!(
             w,
@@ -668,7 +774,7 @@ pub fn print_report(r: &Runner, o: &Opts, x: ReportExtra) {
 
     // Drift.
     let _ = writeln!(w, "\n## Per round (closed-loop req/s), for drift\n\n`*`: the phase ran under more than {MAX_FOREIGN:.2} cores of other load (not used when a quiet phase exists).\n");
-    let keys: Vec<&str> = ["A", "B", "C", "Cs", "D", "E", "B'", "E'"]
+    let keys: Vec<&str> = ["A", "B", "C", "Cs", "Cp", "D", "E", "B'", "E'"]
         .into_iter()
         .filter(|k| r.find(k, Mode::Closed).is_some())
         .collect();

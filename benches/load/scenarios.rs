@@ -16,7 +16,8 @@ use crate::configs::hooks_yaml;
 use crate::deliveries::{clear_records, collect_deliveries, read_log, Deliveries, LogCounts};
 use crate::loadgen::{closed_loop, open_loop, posts_workload, LoadResult, Workload};
 use crate::procfs::{
-    clock_ticks, machine_busy_ticks, proc_alive, proc_status_kib, proc_ticks, stat_ticks,
+    children_of, clock_ticks, machine_busy_ticks, proc_alive, proc_status_kib, proc_ticks,
+    stat_ticks,
 };
 use crate::procs::Proc;
 use crate::report::{mib, pct, sorted, us, Agg};
@@ -34,6 +35,23 @@ pub enum Mode {
 pub struct CpuGroup {
     pub name: &'static str,
     pub pids: Vec<u32>,
+    /// The pids' descendants count too, as they are at each reading (PostgreSQL's backends).
+    pub tree: bool,
+}
+
+impl CpuGroup {
+    pub fn all_pids(&self) -> Vec<u32> {
+        if !self.tree {
+            return self.pids.clone();
+        }
+        let mut all = self.pids.clone();
+        let mut i = 0;
+        while i < all.len() {
+            all.extend(children_of(all[i]));
+            i += 1;
+        }
+        all
+    }
 }
 
 #[derive(Clone)]
@@ -44,8 +62,10 @@ pub struct Scenario {
     pub addr: SocketAddr,
     pub workload: Workload,
     pub cpu: Vec<CpuGroup>,
-    /// posthook C is behind it: matching posts must reach the sink.
+    /// posthook C (or Cs, Cp) is behind it: matching posts must reach the sink.
     pub fires: bool,
+    /// The log of the posthook whose outcome lines are counted (with `fires`).
+    pub log: Option<PathBuf>,
     /// A posthook whose CPU is also reported per thread.
     pub split_pid: Option<u32>,
 }
@@ -54,15 +74,16 @@ pub struct Runner {
     pub opts: Opts,
     pub rt: tokio::runtime::Runtime,
     pub up: Arc<Upstream>,
-    /// posthook C's log and how far it was read.
-    pub c_log: PathBuf,
-    pub c_log_offset: u64,
+    /// How far each posthook's log was read.
+    pub log_offsets: BTreeMap<PathBuf, u64>,
     /// (key, mode) → each kept phase's results, in first-run order.
     pub aggs: Vec<((String, Mode), Vec<Agg>)>,
     /// Per round: (key, open loop) → (req/s, other load), for the drift table and ratios.
     pub per_round: Vec<BTreeMap<(String, bool), (f64, f64)>>,
     /// Every child pid (for telling other load on the machine from ours).
     pub our_pids: Vec<u32>,
+    /// Children whose descendants are ours too (the PostgreSQL server).
+    pub our_trees: Vec<CpuGroup>,
     /// Phases discarded because of other load.
     pub repeats: u64,
     /// Time the run may still spend waiting for a quiet machine and repeating phases.
@@ -202,8 +223,10 @@ impl Runner {
     ) {
         clear_records(&self.up);
         let threads0 = sc.split_pid.map(thread_ticks).unwrap_or_default();
-        let _ = read_log(&self.c_log, &mut self.c_log_offset);
-        let cpu0: Vec<u64> = sc.cpu.iter().map(|g| proc_ticks(&g.pids)).collect();
+        if let Some(log) = &sc.log {
+            let _ = read_log(log, self.log_offsets.entry(log.clone()).or_default());
+        }
+        let cpu0: Vec<u64> = sc.cpu.iter().map(|g| proc_ticks(&g.all_pids())).collect();
         let (up0, lg0) = own_ticks();
         let load0 = self.load_snapshot();
         let o = &self.opts;
@@ -223,10 +246,12 @@ impl Runner {
         let foreign = self.foreign_since(load0);
         let deliveries = sc.fires.then(|| {
             let mut d = collect_deliveries(&self.up, warm_from, self.opts.drain_stall);
-            d.log = read_log(&self.c_log, &mut self.c_log_offset);
+            if let Some(log) = &sc.log {
+                d.log = read_log(log, self.log_offsets.entry(log.clone()).or_default());
+            }
             d
         });
-        let cpu1: Vec<u64> = sc.cpu.iter().map(|g| proc_ticks(&g.pids)).collect();
+        let cpu1: Vec<u64> = sc.cpu.iter().map(|g| proc_ticks(&g.all_pids())).collect();
         let (up1, lg1) = own_ticks();
         let cpu = cpu0
             .iter()
@@ -256,6 +281,9 @@ impl Runner {
 
     fn all_pids(&self) -> Vec<u32> {
         let mut pids = self.our_pids.clone();
+        for g in &self.our_trees {
+            pids.extend(g.all_pids());
+        }
         pids.retain(|p| proc_alive(*p));
         pids
     }
@@ -314,6 +342,8 @@ fn thread_ticks(pid: u32) -> BTreeMap<String, u64> {
                 "proxy (Pingora service)".to_string()
             } else if name.contains("webhook") {
                 "webhook dispatcher".to_string()
+            } else if name == "posthook-store" {
+                "store writer".to_string()
             } else {
                 "other threads".to_string()
             };

@@ -45,7 +45,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[allow(unused_imports)]
-pub use postgres::PgCluster;
+pub use postgres::{postgres_installed, PgCluster};
 #[allow(unused_imports)]
 pub use raw::{http_request, RawConn, RawResponse};
 #[allow(unused_imports)]

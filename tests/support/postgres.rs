@@ -1,5 +1,6 @@
 //! A throwaway PostgreSQL cluster: `initdb` in a temporary directory, the server on a unix
-//! socket only (no TCP port), trust authentication, fsync off; stopped and removed on drop.
+//! socket only (no TCP port), trust authentication, fsync off (on for benches); stopped and
+//! removed on drop.
 //! As root, the cluster runs as the `postgres` user (PostgreSQL refuses root).
 //!
 //! The binaries come from Debian's `postgresql` package (`/usr/lib/postgresql/*/bin`) or the
@@ -16,6 +17,7 @@ pub struct PgCluster {
     dir: PathBuf,
     bin: PathBuf,
     port: u16,
+    fsync: bool,
     server: Child,
     /// `postgres://posthook@/postgres?host=DIR&port=PORT`.
     pub url: String,
@@ -27,8 +29,23 @@ fn must<T, E: std::fmt::Debug>(r: Result<T, E>, what: &str) -> T {
     r.unwrap_or_else(|e| panic!("{what}: {e:?}"))
 }
 
+/// Whether PostgreSQL's server binaries are installed (benches skip what needs them).
+#[allow(dead_code)]
+pub fn postgres_installed() -> bool {
+    find_bin_dir().is_some()
+}
+
 #[allow(dead_code)]
 fn bin_dir() -> PathBuf {
+    find_bin_dir().unwrap_or_else(|| {
+        panic!(
+            "PostgreSQL is not installed (no initdb): apt-get install postgresql, or run scripts/test-deps.sh (make test does)"
+        )
+    })
+}
+
+#[allow(dead_code)]
+fn find_bin_dir() -> Option<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()
@@ -38,17 +55,12 @@ fn bin_dir() -> PathBuf {
         .collect();
     found.sort();
     if let Some(dir) = found.pop() {
-        return dir;
+        return Some(dir);
     }
     std::env::var_os("PATH")
         .iter()
         .flat_map(std::env::split_paths)
         .find(|d| d.join("initdb").exists())
-        .unwrap_or_else(|| {
-            panic!(
-                "PostgreSQL is not installed (no initdb): apt-get install postgresql, or run scripts/test-deps.sh (make test does)"
-            )
-        })
 }
 
 /// `program` as the user the cluster runs as: `postgres` when this process is root.
@@ -71,7 +83,17 @@ fn command(program: &Path) -> Command {
 
 #[allow(dead_code)]
 impl PgCluster {
+    /// A cluster with fsync off (the tests' data is thrown away).
     pub fn start() -> PgCluster {
+        PgCluster::start_with(false)
+    }
+
+    /// A cluster that syncs its commits to disk as a production one does (benches).
+    pub fn start_synced() -> PgCluster {
+        PgCluster::start_with(true)
+    }
+
+    fn start_with(fsync: bool) -> PgCluster {
         let bin = bin_dir();
         let dir = std::env::temp_dir().join(format!(
             "posthook-pg-{}-{}",
@@ -104,7 +126,7 @@ impl PgCluster {
             let l = must(std::net::TcpListener::bind("127.0.0.1:0"), "bind a port");
             must(l.local_addr(), "read the port").port()
         };
-        let server = serve(&bin, &dir, port);
+        let server = serve(&bin, &dir, port, fsync);
         let url = format!(
             "postgres://posthook@localhost/postgres?host={}&port={port}",
             dir.display()
@@ -113,6 +135,7 @@ impl PgCluster {
             dir,
             bin,
             port,
+            fsync,
             server,
             url,
         }
@@ -133,16 +156,22 @@ impl PgCluster {
         let _ = self.server.wait();
     }
 
+    /// The pid of the process that started the server (the server, or `runuser` above it);
+    /// the server's backends are its descendants.
+    pub fn server_pid(&self) -> u32 {
+        self.server.id()
+    }
+
     /// Starts the stopped server again, on the same socket, with the same data.
     pub fn restart(&mut self) {
-        self.server = serve(&self.bin, &self.dir, self.port);
+        self.server = serve(&self.bin, &self.dir, self.port, self.fsync);
     }
 }
 
 /// Starts `postgres` on the cluster in `dir`, listening on the unix socket for `port` only, and
 /// waits until it accepts logins.
 #[allow(dead_code)]
-fn serve(bin: &Path, dir: &Path, port: u16) -> Child {
+fn serve(bin: &Path, dir: &Path, port: u16, fsync: bool) -> Child {
     let data = dir.join("data");
     let mut server = command(&bin.join("postgres"));
     server
@@ -150,7 +179,8 @@ fn serve(bin: &Path, dir: &Path, port: u16) -> Child {
         .args(["-D", &data.to_string_lossy()])
         .args(["-k", &dir.to_string_lossy()])
         .args(["-p", &port.to_string()])
-        .args(["-c", "listen_addresses=", "-c", "fsync=off"])
+        .args(["-c", "listen_addresses="])
+        .args(["-c", if fsync { "fsync=on" } else { "fsync=off" }])
         .args(["-c", "max_connections=200"])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
