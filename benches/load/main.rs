@@ -144,6 +144,7 @@ impl Opts {
                 "--rounds" => o.rounds = num("--rounds") as usize,
                 "--conns" => o.conns = num("--conns") as usize,
                 "--open-rate" => o.open_rate = num("--open-rate"),
+                "--dead-seconds" => o.dead_measure = s(num("--dead-seconds")),
                 "--loadgen-threads" => o.loadgen_threads = num("--loadgen-threads") as usize,
                 "--upstream-threads" => o.upstream_threads = num("--upstream-threads") as usize,
                 "--nginx-workers" => o.nginx_workers = num("--nginx-workers") as usize,
@@ -177,6 +178,7 @@ const HELP: &str = "posthook end-to-end load test
   --rounds N            rounds of the alternation (default 5)
   --conns N             closed-loop connections (default 50)
   --open-rate R         open-loop rate for the A..E latency table (default 5000/s)
+  --dead-seconds S      how long the dead-sink and dead-endpoint phases run (default 20, --quick 4)
   --only K,K            run only these scenario keys (A B C Cs Cp D E B' E' C10k Cs10k Cp10k C1k Cs1k Cp1k Gdirect Gsplit Gposthook Gchain Psplit sweep dead retry)
   --no-nginx            skip the nginx scenarios
   --loadgen-threads N, --upstream-threads N, --nginx-workers N  (defaults 2, 2, 2)
