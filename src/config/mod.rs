@@ -434,7 +434,7 @@ impl Default for StoreConfig {
             lease_margin: Duration::from_secs(15),
             max_connections: 8,
             commit_interval: Duration::from_millis(2),
-            sqlite_sync_full: true,
+            sqlite_sync_full: false,
         }
     }
 }

@@ -120,7 +120,7 @@ impl Validator<'_> {
             }
         };
         let sqlite_sync_full = match &raw.value.sqlite_synchronous {
-            None => true,
+            None => StoreConfig::default().sqlite_sync_full,
             Some(s) => match s.value.as_str() {
                 "full" => true,
                 "normal" => false,
