@@ -14,7 +14,7 @@ use bytes::Bytes;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, ConnectOptions, Executor, Row};
 
-use super::writes::{Arg, Dialect, Writes, POSTGRES, SQLITE};
+use super::writes::{ms, Arg, Dialect, Writes, POSTGRES, SQLITE};
 use super::{
     Claimed, ClaimedReply, DeliveryDetail, DeliveryFilter, DeliveryRow, DisabledHook, NewDelivery,
     Op, StoreError, StoredAttempt,
@@ -86,10 +86,6 @@ pub(super) struct Sql {
 
 fn err(e: sqlx::Error) -> StoreError {
     StoreError(e.to_string())
-}
-
-fn ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 impl Sql {

@@ -72,7 +72,8 @@ pub(super) struct Writes {
     disable_hook: String,
 }
 
-fn ms(d: Duration) -> i64 {
+/// `d` in whole milliseconds, as the store's columns keep times.
+pub(super) fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
