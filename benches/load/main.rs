@@ -184,6 +184,8 @@ const HELP: &str = "posthook end-to-end load test
   --loadgen-threads N, --upstream-threads N, --nginx-workers N  (defaults 2, 2, 2)
   --proxy-threads N     `threads` of posthook and of the bare Pingora proxy (default 1)
   env POSTHOOK_BIN      the posthook binary (default: next to this bench, target/release/posthook)
+  env POSTHOOK_OTHER_BIN   another posthook build (e.g. another allocator): adds scenarios
+                        B~, C~ and Cs~ (B, C and Cs run by that build) to every round
   env POSTHOOK_PATCHED_BIN, BARE_PATCHED_BIN   posthook and this bench built against a patched
                         Pingora (benches/profile/patched-pingora.sh): adds scenarios B' and E'";
 
@@ -325,6 +327,22 @@ fn run(opts: Opts) {
         &std::env::current_exe().expect("current exe"),
         "bare-pingora",
     );
+    // Another build of posthook beside this one (POSTHOOK_OTHER_BIN): B~, C~ and Cs~.
+    let other = std::env::var_os("POSTHOOK_OTHER_BIN").map(|path| {
+        let path = PathBuf::from(path);
+        assert!(path.is_file(), "{} is not a file", path.display());
+        let with_store = format!(
+            "store:\n  url: \"sqlite:{}\"\n{store_extra}{hooks}",
+            dir.join("posthook-Cs-other.db").display()
+        );
+        let started = [
+            start_posthook(&path, "posthook-B-other", ""),
+            start_posthook(&path, "posthook-C-other", &hooks),
+            start_posthook(&path, "posthook-Cs-other", &with_store),
+        ];
+        eprintln!("other build: {}", path.display());
+        started
+    });
     let patched = patched_bins().map(|(posthook, bare)| {
         let (bp, bp_addr, _) = start_posthook(&posthook, "posthook-B-patched", "");
         let (ep, ep_addr, _) = start_bare(&bare, "bare-patched");
@@ -453,6 +471,11 @@ fn run(opts: Opts) {
         };
         main_scenarios.push(sc("E'", *ep_addr, &posts, vec![bare], None));
     }
+    if let Some([(bo, bo_addr, _), (co, co_addr, _), (cso, cso_addr, _)]) = &other {
+        main_scenarios.push(sc("B~", *bo_addr, &posts, vec![ph(bo)], None));
+        main_scenarios.push(sc("C~", *co_addr, &posts, vec![ph(co)], Some(co)));
+        main_scenarios.push(sc("Cs~", *cso_addr, &posts, vec![ph(cso)], Some(cso)));
+    }
     let c10k = sc("C10k", c_addr, &posts, vec![ph(&procs.c)], Some(&procs.c));
     // 1 000 posts/s, every one matching: 1 000 deliveries/s on a machine that is not saturated
     // by the proxying itself (at 10 000 posts/s it is, even for C).
@@ -500,6 +523,9 @@ fn run(opts: Opts) {
     }
     if let Some((bp, _, ep, _)) = &procs.patched {
         our_pids.extend([bp.pid(), ep.pid()]);
+    }
+    for (p, _, _) in other.iter().flatten() {
+        our_pids.push(p.pid());
     }
     if let Some(n) = &ngx {
         our_pids.extend(&n.pids);

@@ -246,6 +246,9 @@ pub fn print_report(r: &Runner, o: &Opts, x: ReportExtra) {
         ("Cp", "C with store: PostgreSQL (a local cluster, fsync on)"),
         ("D", "nginx proxy_pass, keep-alive"),
         ("E", "bare Pingora proxy (framework floor)"),
+        ("B~", "B run by POSTHOOK_OTHER_BIN"),
+        ("C~", "C run by POSTHOOK_OTHER_BIN"),
+        ("Cs~", "Cs run by POSTHOOK_OTHER_BIN"),
         ("B'", "posthook, no hooks, patched Pingora"),
         ("E'", "bare Pingora proxy, patched Pingora"),
     ];
@@ -297,6 +300,10 @@ pub fn print_report(r: &Runner, o: &Opts, x: ReportExtra) {
         ("C", "B", Some(0.95)),
         ("Cs", "C", Some(0.95)),
         ("Cp", "C", Some(0.90)),
+        ("B~", "B", None),
+        ("C~", "C", None),
+        ("Cs~", "Cs", None),
+        ("Cs~", "C~", None),
         ("B'", "B", None),
         ("E'", "E", None),
         ("B'", "D", None),
@@ -324,6 +331,8 @@ pub fn print_report(r: &Runner, o: &Opts, x: ReportExtra) {
         ("C10k", Mode::Open, "C open loop, 1 000 matching/s"),
         ("Cs", Mode::Open, "Cs open loop"),
         ("Cp", Mode::Open, "Cp open loop"),
+        ("C~", Mode::Open, "C~ open loop"),
+        ("Cs~", Mode::Open, "Cs~ open loop"),
         ("Gposthook", Mode::Closed, "GET through posthook"),
     ] {
         let Some(a) = r.find(key, mode) else { continue };
@@ -774,10 +783,12 @@ pub fn print_report(r: &Runner, o: &Opts, x: ReportExtra) {
 
     // Drift.
     let _ = writeln!(w, "\n## Per round (closed-loop req/s), for drift\n\n`*`: the phase ran under more than {MAX_FOREIGN:.2} cores of other load (not used when a quiet phase exists).\n");
-    let keys: Vec<&str> = ["A", "B", "C", "Cs", "Cp", "D", "E", "B'", "E'"]
-        .into_iter()
-        .filter(|k| r.find(k, Mode::Closed).is_some())
-        .collect();
+    let keys: Vec<&str> = [
+        "A", "B", "C", "Cs", "Cp", "D", "E", "B'", "E'", "B~", "C~", "Cs~",
+    ]
+    .into_iter()
+    .filter(|k| r.find(k, Mode::Closed).is_some())
+    .collect();
     let _ = writeln!(
         w,
         "| round | {} |\n|---|{}",
