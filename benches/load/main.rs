@@ -184,6 +184,8 @@ const HELP: &str = "posthook end-to-end load test
   --loadgen-threads N, --upstream-threads N, --nginx-workers N  (defaults 2, 2, 2)
   --proxy-threads N     `threads` of posthook and of the bare Pingora proxy (default 1)
   env POSTHOOK_BIN      the posthook binary (default: next to this bench, target/release/posthook)
+  env POSTHOOK_BENCH_PG_QUERY   more parameters for Cp's store URL, e.g.
+                        options=-c%20synchronous_commit%3Doff
   env POSTHOOK_OTHER_BIN   another posthook build (e.g. another allocator): adds scenarios
                         B~, C~ and Cs~ (B, C and Cs run by that build) to every round
   env POSTHOOK_PATCHED_BIN, BARE_PATCHED_BIN   posthook and this bench built against a patched
@@ -303,7 +305,13 @@ fn run(opts: Opts) {
         })
         .flatten();
     let cp = pg.as_ref().map(|pg| {
-        let with_pg = format!("store:\n  url: \"{}\"\n{store_extra}{hooks}", pg.url);
+        // POSTHOOK_BENCH_PG_QUERY: more URL parameters, e.g.
+        // "options=-c%20synchronous_commit%3Doff" (the session settings an admin may choose).
+        let url = match std::env::var("POSTHOOK_BENCH_PG_QUERY") {
+            Ok(q) => format!("{}&{q}", pg.url),
+            Err(_) => pg.url.clone(),
+        };
+        let with_pg = format!("store:\n  url: \"{url}\"\n{store_extra}{hooks}");
         start_posthook(&bin, "posthook-Cp", &with_pg)
     });
     let start_bare = |exe: &Path, name: &str| -> (Proc, SocketAddr, Duration) {
