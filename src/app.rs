@@ -231,6 +231,14 @@ impl Reloader {
                 return;
             }
         };
+        let masked = config.hooks_with_masked_secrets();
+        if !masked.is_empty() {
+            error!(
+                "reload rejected, the running configuration stays: signing_secret of {} is masked (***)",
+                masked.join(", ")
+            );
+            return;
+        }
         match self.handle.reload(&config) {
             Ok(restart_only) => {
                 info!("reloaded {name}: {} hooks", config.hooks.len());

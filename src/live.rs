@@ -91,5 +91,8 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.store != new.store {
         changed.push("store");
     }
+    if old.log_format != new.log_format {
+        changed.push("log_format");
+    }
     changed
 }

@@ -95,6 +95,124 @@ impl<L: Log> Log for SecretSafe<L> {
     }
 }
 
+/// Keys whose values a JSON line carries as numbers (`-`: null).
+const NUMERIC: &[&str] = &["status", "latency_ms", "attempt", "retry_in_ms"];
+
+/// One log line as a JSON object (`log_format: json`): `ts`, `level`, `target` and `msg`, and
+/// when the message is written in posthook's `word key=value …` form (delivery, reply, notify
+/// lines), `msg` is the word and each pair a field of its own: `hook`, `post`, `host`,
+/// `status`, `latency_ms`, `outcome`, …. Any other message is `msg` whole.
+pub fn json_line(ts: &str, level: Level, target: &str, text: &str) -> String {
+    use serde_json::{Map, Value};
+    let mut line = format!(
+        "{{\"ts\":{},\"level\":{},\"target\":{}",
+        Value::from(ts),
+        Value::from(level.as_str()),
+        Value::from(target)
+    );
+    let (msg, fields) = match key_values(text) {
+        Some((word, pairs)) => (word, pairs),
+        None => (text, Vec::new()),
+    };
+    line.push_str(",\"msg\":");
+    line.push_str(&Value::from(msg).to_string());
+    let mut seen = Map::new();
+    for (key, value) in fields {
+        if matches!(key, "ts" | "level" | "target" | "msg") || seen.contains_key(key) {
+            continue;
+        }
+        let value = if NUMERIC.contains(&key) {
+            match value.parse::<f64>() {
+                Ok(n) if value != "-" => serde_json::Number::from_f64(n)
+                    .map(|n| match value.parse::<i64>() {
+                        Ok(i) => Value::from(i),
+                        Err(_) => Value::Number(n),
+                    })
+                    .unwrap_or(Value::Null),
+                _ => Value::Null,
+            }
+        } else {
+            Value::from(value)
+        };
+        line.push(',');
+        line.push_str(&Value::from(key).to_string());
+        line.push(':');
+        line.push_str(&value.to_string());
+        seen.insert(key.to_string(), Value::Null);
+    }
+    line.push('}');
+    line
+}
+
+/// `word key=value key="quoted \"value\"" …` split into the word and its pairs (quoted values
+/// unescaped as Rust's `{:?}` wrote them); `None` when `text` is not entirely in that form.
+fn key_values(text: &str) -> Option<(&str, Vec<(&str, String)>)> {
+    let (word, mut rest) = text.split_once(' ')?;
+    if word.is_empty() || !word.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+        return None;
+    }
+    let mut pairs = Vec::new();
+    loop {
+        rest = rest.trim_start_matches(' ');
+        if rest.is_empty() {
+            break;
+        }
+        let (key, after) = rest.split_once('=')?;
+        if key.is_empty()
+            || !key
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return None;
+        }
+        let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
+            unquote(quoted)?
+        } else {
+            let end = after.find(' ').unwrap_or(after.len());
+            (after[..end].to_string(), &after[end..])
+        };
+        pairs.push((key, value));
+        rest = next;
+    }
+    Some((word, pairs))
+}
+
+/// The string a `{:?}` wrote, from after its opening quote: the value and what follows its
+/// closing quote.
+fn unquote(s: &str) -> Option<(String, &str)> {
+    let mut out = String::new();
+    let mut chars = s.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => return Some((out, &s[i + 1..])),
+            '\\' => match chars.next()?.1 {
+                'n' => out.push('\n'),
+                'r' => out.push('\r'),
+                't' => out.push('\t'),
+                '0' => out.push('\0'),
+                'u' => {
+                    // \u{XXXX}
+                    let (_, open) = chars.next()?;
+                    if open != '{' {
+                        return None;
+                    }
+                    let mut hex = String::new();
+                    for (_, h) in chars.by_ref() {
+                        if h == '}' {
+                            break;
+                        }
+                        hex.push(h);
+                    }
+                    out.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
+                }
+                other => out.push(other),
+            },
+            c => out.push(c),
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +268,47 @@ mod tests {
                 "TRACE posthook the binary",
             ]
         );
+    }
+
+    #[test]
+    fn json_lines_split_key_values_and_keep_prose_whole() {
+        let v: serde_json::Value = serde_json::from_str(&json_line(
+            "2026-12-07T04:50:00.123Z",
+            Level::Info,
+            "posthook::dispatch::due",
+            "delivery hook=ci-build name=\"Build \\\"it\\\"\\n\\u{1b}\" post=p1 host=ci.example status=200 latency_ms=1.5 outcome=delivered",
+        ))
+        .unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "ts": "2026-12-07T04:50:00.123Z", "level": "INFO",
+                "target": "posthook::dispatch::due", "msg": "delivery",
+                "hook": "ci-build", "name": "Build \"it\"\n\u{1b}", "post": "p1",
+                "host": "ci.example", "status": 200, "latency_ms": 1.5, "outcome": "delivered"
+            })
+        );
+        let failed: serde_json::Value = serde_json::from_str(&json_line(
+            "t",
+            Level::Warn,
+            "x",
+            "delivery hook=0 status=- latency_ms=- outcome=failed error=\"timed out\"",
+        ))
+        .unwrap();
+        assert_eq!(failed["status"], serde_json::Value::Null);
+        assert_eq!(failed["hook"], "0");
+        assert_eq!(failed["error"], "timed out");
+        for prose in [
+            "posthook listening on 127.0.0.1:8065 for http://mm with 2 hooks",
+            "Delivery hook=1",
+            "reload: hooks[0] name=\"unterminated",
+            "",
+        ] {
+            let v: serde_json::Value =
+                serde_json::from_str(&json_line("t", Level::Error, "y", prose)).unwrap();
+            assert_eq!(v["msg"], prose);
+            assert_eq!(v.as_object().unwrap().len(), 4, "{v}");
+        }
     }
 
     #[test]

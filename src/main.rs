@@ -14,7 +14,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use posthook::cli;
-use posthook::config::Config;
+use posthook::config::{Config, LogFormat};
+use posthook::logging;
 
 /// jemalloc rather than glibc's malloc: beside a dead endpoint with retries, glibc's arenas kept
 /// growing the process (RSS 34 → 72 MiB in 60 s at 2 000 posts/s) while the live heap stayed
@@ -33,6 +34,10 @@ struct Args {
     /// Check the configuration and exit.
     #[arg(short = 't', long = "test")]
     test: bool,
+    /// Check the configuration, print it as in force (defaults filled in, ${NAME}s applied,
+    /// secrets as ***) and exit.
+    #[arg(short = 'T', long = "effective")]
+    effective: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -131,6 +136,13 @@ fn store_command(
     }
 }
 
+fn masked_secrets_message(hooks: &[String]) -> String {
+    format!(
+        "signing_secret of {} is masked (***, as posthook -T prints it): posthook does not run with it; write the secret back",
+        hooks.join(", ")
+    )
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     match args.command {
@@ -169,14 +181,28 @@ fn main() -> ExitCode {
         eprintln!("posthook: -c FILE is required (see posthook --help)");
         return ExitCode::from(2);
     };
+    let config = match Config::load(&config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let json = config.log_format == LogFormat::Json;
     let logger =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
             // env_logger's default layout, without styles. env_logger is built without its
             // `color` feature: a line is written as formatted, with no escape-stripping pass
             // and no terminal check (an `isatty` ioctl per line); at info there is one line
             // per delivery and one per reply.
-            .format(|buf, record| {
+            .format(move |buf, record| {
                 use std::io::Write;
+                if json {
+                    let ts = buf.timestamp_millis().to_string();
+                    let text = record.args().to_string();
+                    let line = logging::json_line(&ts, record.level(), record.target(), &text);
+                    return writeln!(buf, "{line}");
+                }
                 writeln!(
                     buf,
                     "[{} {:<5} {}] {}",
@@ -190,19 +216,24 @@ fn main() -> ExitCode {
     let max_level = logger.filter();
     // Every line goes through posthook's policy: dependencies capped at info (Pingora logs
     // request headers, credentials included, at debug).
-    if log::set_boxed_logger(Box::new(posthook::logging::SecretSafe::new(logger))).is_ok() {
+    if log::set_boxed_logger(Box::new(logging::SecretSafe::new(logger))).is_ok() {
         log::set_max_level(max_level);
     }
-    let config = match Config::load(&config_path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(1);
-        }
-    };
+    let masked = config.hooks_with_masked_secrets();
+    if args.effective {
+        print!("{}", config.effective_yaml());
+        return ExitCode::SUCCESS;
+    }
     if args.test {
         println!("config ok: {} hooks", config.hooks.len());
+        if !masked.is_empty() {
+            eprintln!("posthook: note: {}", masked_secrets_message(&masked));
+        }
         return ExitCode::SUCCESS;
+    }
+    if !masked.is_empty() {
+        eprintln!("posthook: {}", masked_secrets_message(&masked));
+        return ExitCode::from(1);
     }
     let options = posthook::app::Options {
         config_path: Some(config_path.clone()),

@@ -192,3 +192,133 @@ fn a_taken_listen_port_is_a_clear_error() {
         "{err}"
     );
 }
+
+/// `-T` on `conf/posthook.yaml`: every secret printed `***`, and the output is a fixed point:
+/// `-t` accepts it and `-T` of it prints the same text.
+#[test]
+fn effective_config_masks_secrets_is_accepted_by_check_and_is_a_fixed_point() {
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/posthook.yaml");
+    let bot = "bot-secret-value-1234567";
+    let hook = "hook-secret-value-7654321";
+    let run = |path: &Path, flag: &str| {
+        Command::new(BIN)
+            .args(["-c", path.to_str().unwrap(), flag])
+            .env("POSTHOOK_BOT_TOKEN", bot)
+            .env("DEPLOY_HOOK_TOKEN", hook)
+            .output()
+            .unwrap()
+    };
+    let out = run(&conf, "-T");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = String::from_utf8(out.stdout).unwrap();
+    assert!(!shown.contains(bot) && !shown.contains(hook), "{shown}");
+    assert!(shown.contains("\nbot_token: \"***\"\n"), "{shown}");
+    assert_eq!(shown.matches("    token: \"***\"\n").count(), 2, "{shown}");
+    // The relative SQLite path, made absolute from the file's directory.
+    let db = conf.parent().unwrap().join("posthook.db");
+    assert!(
+        shown.contains(&format!("  url: \"sqlite:{}\"\n", db.display())),
+        "{shown}"
+    );
+    let again = temp_file("effective", &shown);
+    let checked = run(&again, "-t");
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&checked.stdout),
+        "config ok: 2 hooks\n"
+    );
+    let twice = run(&again, "-T");
+    assert_eq!(String::from_utf8(twice.stdout).unwrap(), shown);
+}
+
+/// `-T` fills in every default, masks a database password and signing secrets; a file with
+/// masked signing secrets passes `-t` (with a note) but does not run.
+#[test]
+fn effective_config_fills_defaults_and_a_masked_file_does_not_run() {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let path = temp_file(
+        "defaults",
+        &format!(
+            "listen: \"{listen}\"\nupstream: \"http://127.0.0.1:9\"\nbot_token: b0tt0k3n\nstore:\n  url: \"postgres://posthook:pgpassw0rd@db.internal/posthook\"\nhooks:\n  - id: signed\n    trigger_pattern: \"^deploy \\\\w+\"\n    callback_urls: [\"https://user:urlpassw0rd@ci.example/hook?x=1\"]\n    token: t0k3n\n    signing_secret: [\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\", \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"]\n    retry: {{attempts: 3}}\n"
+        ),
+    );
+    let out = Command::new(BIN)
+        .args(["-c", path.to_str().unwrap(), "-T"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = String::from_utf8(out.stdout).unwrap();
+    for secret in ["b0tt0k3n", "pgpassw0rd", "urlpassw0rd", "t0k3n", "whsec_"] {
+        assert!(!shown.contains(secret), "{secret} shown:\n{shown}");
+    }
+    for line in [
+        "  url: \"postgres://posthook:***@db.internal/posthook\"",
+        "  retention_days: 7",
+        "  queue_capacity: 10000",
+        "  outgoing_integration_requests_timeout: 30",
+        "  grace_period_seconds: 5",
+        "log_format: text",
+        "    callback_urls: [\"https://user:***@ci.example/hook?x=1\"]",
+        "    signing_secret: [\"***\", \"***\"]",
+        "    retry: {attempts: 3, initial_seconds: 5, max_seconds: 3600}",
+        "    channel_types: [\"O\"]",
+        "    events: [\"posted\"]",
+        "    trigger_pattern: \"^deploy \\\\w+\"",
+    ] {
+        assert!(
+            shown.lines().any(|l| l == line),
+            "no line {line:?} in:\n{shown}"
+        );
+    }
+    let masked = temp_file("masked", &shown);
+    let check = Command::new(BIN)
+        .args(["-c", masked.to_str().unwrap(), "-t"])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(String::from_utf8_lossy(&check.stderr).contains("signing_secret of signed is masked"));
+    let mut run = Command::new(BIN)
+        .args(["-c", masked.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = run.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "posthook ran with masked secrets"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(1));
+    assert!(TcpStream::connect(&listen).is_err(), "it listened");
+}
+
+#[test]
+fn version_prints_the_package_version() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("posthook {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}

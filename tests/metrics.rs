@@ -590,3 +590,54 @@ async fn no_secret_reaches_any_log_line() {
         );
     }
 }
+
+/// `log_format: json` through the binary: every line one JSON object with `ts`, `level` and
+/// `msg`; the delivery and reply lines carry their fields (`hook` is the hook's id); no secret
+/// in any line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_log_lines_parse_carry_the_delivery_fields_and_no_secret() {
+    let mm = standin().await;
+    let rx = WebhookReceiver::start(Responder::Status(200, r#"{"text":"built"}"#.into())).await;
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let hook_token = "hooktokensecret0000000000a";
+    let config = format!(
+        "listen: \"{addr}\"\nupstream: \"{}\"\nbot_token: \"{BOT_TOKEN}\"\nlog_format: json\n{ALLOW_LOOPBACK}hooks:\n  - id: ci-build\n    trigger_words: [\"#build\"]\n    callback_urls: [\"{}\"]\n    token: {hook_token}\n",
+        mm.base_url(),
+        rx.url("/hook?secret=querysecret")
+    );
+    let p = harness::binary::Proc::start(&config, addr).await;
+    assert_eq!(create_post(p.addr, PUBLIC, "#build main").await.0, 201);
+    rx.wait_for(1, T).await;
+    p.wait_log("\"msg\":\"reply\"").await;
+    let lines = p.logs.lock().unwrap().clone();
+    let mut delivery = None;
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        for key in ["ts", "level", "target", "msg"] {
+            assert!(v[key].is_string(), "no {key} in {line}");
+        }
+        for secret in [BOT_TOKEN, USER_TOKEN, hook_token, "querysecret"] {
+            assert!(!line.contains(secret), "secret in a log line: {line}");
+        }
+        if v["msg"] == "delivery" {
+            delivery = Some(v);
+        }
+    }
+    let d = delivery.unwrap_or_else(|| panic!("no delivery line in {lines:#?}"));
+    assert_eq!(d["level"], "INFO");
+    assert_eq!(d["hook"], "ci-build");
+    assert_eq!(d["outcome"], "delivered");
+    assert_eq!(d["status"], 200);
+    assert!(d["latency_ms"].is_number(), "{d}");
+    assert!(
+        d["host"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("127.0.0.1")),
+        "{d}"
+    );
+    assert!(d["post"].as_str().is_some_and(|p| p.len() == 26), "{d}");
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("\"msg\":\"posthook listening on")));
+}

@@ -15,6 +15,7 @@ pub struct File {
     pub metrics_listen: Option<Str>,
     pub upstream: Option<Str>,
     pub bot_token: Option<Str>,
+    pub log_format: Option<Str>,
     #[serde(default)]
     pub settings: Settings,
     #[serde(default)]
@@ -169,10 +170,9 @@ pub enum TriggerWhenValue {
 /// one (a test checks it).
 pub fn expected(key: &str) -> Option<&'static str> {
     Some(match key {
-        "listen" | "metrics_listen" | "upstream" | "bot_token" | "display_name" | "description"
-        | "team_id" | "channel_id" | "content_type" | "token" | "username" | "icon_url" | "id" => {
-            "a string"
-        }
+        "listen" | "metrics_listen" | "log_format" | "upstream" | "bot_token" | "display_name"
+        | "description" | "team_id" | "channel_id" | "content_type" | "token" | "username"
+        | "icon_url" | "id" => "a string",
         "enable_post_username_override"
         | "enable_post_icon_override"
         | "enabled"

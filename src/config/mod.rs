@@ -8,6 +8,7 @@
 //! `posthook.yaml:12:5: hooks[1].callback_urls[0]: not an http(s) URL`.
 
 mod beyond;
+mod effective;
 mod error;
 pub mod file;
 mod sending;
@@ -75,7 +76,13 @@ pub struct Sending {
     pub max_in_flight: Option<usize>,
     /// `notify`: whom the bot tells when the hook keeps failing or is disabled.
     pub notify: Option<Notify>,
+    /// Entries of `signing_secret` written `***` (as `posthook -T` prints them): such a file
+    /// passes `-t` but posthook refuses to run with it.
+    pub masked_secrets: usize,
 }
+
+/// How `posthook -T` prints every secret, exactly.
+pub const MASKED: &str = "***";
 
 /// Whether `name` has the shape of a Mattermost username: 1 to 64 letters, digits, `.`, `-`
 /// and `_`. Checked at load (`notify.username`) and before a name goes into a request path.
@@ -404,6 +411,17 @@ pub struct Config {
     /// Where deliveries are kept (`store`).
     pub store: StoreConfig,
     pub hooks: Vec<HookConfig>,
+    /// How log lines are written (`log_format`); read at start.
+    pub log_format: LogFormat,
+}
+
+/// `log_format`: `text` (one `[time level target] message` line) or `json` (one object per
+/// line, for a log shipper).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// `store`: where deliveries are kept, and for how long once finished.
@@ -477,7 +495,23 @@ impl Config {
             limits: self.limits.clone(),
             store: self.store.clone(),
             hooks: Vec::new(),
+            log_format: self.log_format,
         }
+    }
+}
+
+impl Config {
+    /// The hooks (by name) with a `signing_secret` written `***`: see [`Sending::masked_secrets`].
+    pub fn hooks_with_masked_secrets(&self) -> Vec<String> {
+        self.hooks
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.sending.masked_secrets > 0)
+            .map(|(i, h)| match &h.beyond.id {
+                Some(id) => id.clone(),
+                None => format!("hooks[{i}]"),
+            })
+            .collect()
     }
 }
 

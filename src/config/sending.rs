@@ -16,6 +16,8 @@ use crate::signing::Secret;
 impl Validator<'_> {
     /// The delivery keys of hook `p` (`hooks[i]`).
     pub(super) fn sending(&self, p: &str, h: &file::Hook) -> Result<Sending, ConfigError> {
+        // `***`: a secret as `posthook -T` prints it (checked, never run with).
+        let mut masked_secrets = 0;
         let signing_secrets = match &h.signing_secret {
             None => Vec::new(),
             Some(value) => {
@@ -45,9 +47,14 @@ impl Validator<'_> {
                 }
                 let mut secrets = Vec::with_capacity(texts.len());
                 for (s, at) in texts {
+                    let text = self.subst(s, &at)?;
+                    if text == super::MASKED {
+                        masked_secrets += 1;
+                        continue;
+                    }
                     // The error never repeats the secret.
-                    let secret = Secret::parse(&self.subst(s, &at)?)
-                        .map_err(|e| self.err(s.referenced, &at, e))?;
+                    let secret =
+                        Secret::parse(&text).map_err(|e| self.err(s.referenced, &at, e))?;
                     secrets.push(secret);
                 }
                 secrets
@@ -80,6 +87,7 @@ impl Validator<'_> {
         };
         Ok(Sending {
             signing_secrets,
+            masked_secrets,
             retry,
             timeout,
             max_in_flight,

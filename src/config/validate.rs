@@ -11,8 +11,8 @@ use serde_saphyr::{Location, Spanned};
 
 use super::error::{self, ConfigError};
 use super::{
-    defaults, file, AllowEntry, Config, ContentType, HookConfig, Limits, ServerSettings, Settings,
-    TriggerWhen, Upstream,
+    defaults, file, AllowEntry, Config, ContentType, HookConfig, Limits, LogFormat, ServerSettings,
+    Settings, TriggerWhen, Upstream,
 };
 
 impl Config {
@@ -188,6 +188,14 @@ impl Validator<'_> {
         {
             return Err(self.err(bt_loc, "bot_token", "must not contain whitespace"));
         }
+        let log_format = match &f.log_format {
+            None => LogFormat::Text,
+            Some(raw) => match self.subst(raw, "log_format")?.as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => return Err(self.err(raw.referenced, "log_format", "must be text or json")),
+            },
+        };
         let settings = self.settings(&f.settings)?;
         let server = self.server(&f.server)?;
         let limits = self.limits(&f.limits)?;
@@ -209,6 +217,7 @@ impl Validator<'_> {
             limits,
             store,
             hooks,
+            log_format,
         })
     }
 
