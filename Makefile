@@ -1,5 +1,7 @@
 # The two commands of the README, with the build prerequisites checked first.
-CONFIG ?= conf/posthook.yaml
+# `make run` runs the demo (nothing else needed); `make run CONFIG=path.yaml` runs posthook
+# with that file.
+CONFIG ?=
 
 .PHONY: deps run test
 
@@ -12,7 +14,11 @@ deps:
 	fi
 
 run: deps
+ifeq ($(strip $(CONFIG)),)
+	cargo run --release -- demo
+else
 	cargo run --release -- -c $(CONFIG)
+endif
 
 # What the tests run beside posthook (the official Standard Webhooks verifiers, from PyPI and
 # npm) is installed here by scripts/test-deps.sh; the tests find it through POSTHOOK_TEST_ENV.

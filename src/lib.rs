@@ -14,6 +14,8 @@
 //! flow's wiring down to the leaves; a module imports only modules listed after it
 //! (`tests/layout.rs` checks that no import runs back up and that no module is circular).
 //!
+//! - [`demo`]: `posthook demo`: posthook in front of an embedded, in-memory Mattermost API
+//!   ([`demo::model`], [`demo::routes`], shared with the tests' stand-in) and an example webhook.
 //! - [`cli`]: the admin's commands on the delivery store (`posthook deliveries`, `posthook
 //!   hooks`).
 //! - [`app`]: wiring: the proxy service, the dispatcher, metrics, the SIGHUP reloader, the
@@ -42,6 +44,8 @@
 //! - [`go`]: Go-compatibility helpers shared by several stages (JSON key folding, QueryEscape,
 //!   JSON string escaping, lossy UTF-8).
 //! - [`stats`]: counters for every outcome; [`logging`]: the log policy that keeps secrets out.
+
+pub mod demo;
 
 pub mod app;
 pub mod cli;

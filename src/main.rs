@@ -44,6 +44,19 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
+    /// posthook in front of an embedded, in-memory Mattermost API and an example webhook:
+    /// nothing else needed. Prints a ready curl line, then each step as it happens.
+    Demo {
+        /// posthook's address (default: a free loopback port).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+        /// Aim the demo hook at your own integration instead of the example webhook.
+        #[arg(long, value_name = "URL")]
+        webhook: Option<String>,
+        /// Use the hooks of this config file (its upstream and bot token are not used).
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// The delivery log of the store the config names (store.url).
     Deliveries {
         /// The YAML configuration file.
@@ -136,6 +149,42 @@ fn store_command(
     }
 }
 
+/// Logs to stderr in `format`, at `RUST_LOG` or else `default_level`, through posthook's
+/// secret policy.
+fn init_logging(format: LogFormat, default_level: &str) {
+    let json = format == LogFormat::Json;
+    let logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
+            // env_logger's default layout, without styles. env_logger is built without its
+            // `color` feature: a line is written as formatted, with no escape-stripping pass
+            // and no terminal check (an `isatty` ioctl per line); at info there is one line
+            // per delivery and one per reply.
+            .format(move |buf, record| {
+                use std::io::Write;
+                if json {
+                    let ts = buf.timestamp_millis().to_string();
+                    let text = record.args().to_string();
+                    let line = logging::json_line(&ts, record.level(), record.target(), &text);
+                    return writeln!(buf, "{line}");
+                }
+                writeln!(
+                    buf,
+                    "[{} {:<5} {}] {}",
+                    buf.timestamp(),
+                    record.level(),
+                    record.target(),
+                    record.args()
+                )
+            })
+            .build();
+    let max_level = logger.filter();
+    // Every line goes through posthook's policy: dependencies capped at info (Pingora logs
+    // request headers, credentials included, at debug).
+    if log::set_boxed_logger(Box::new(logging::SecretSafe::new(logger))).is_ok() {
+        log::set_max_level(max_level);
+    }
+}
+
 fn masked_secrets_message(hooks: &[String]) -> String {
     format!(
         "signing_secret of {} is masked (***, as posthook -T prints it): posthook does not run with it; write the secret back",
@@ -175,6 +224,25 @@ fn main() -> ExitCode {
                 Hooks::Enable { id } => cli::enable(c, &id),
             })
         }
+        Some(Command::Demo {
+            listen,
+            webhook,
+            config,
+        }) => {
+            init_logging(LogFormat::Text, "warn");
+            let options = posthook::demo::DemoOptions {
+                listen,
+                webhook,
+                config,
+            };
+            return match posthook::demo::run(options) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("posthook demo: {e}");
+                    ExitCode::from(1)
+                }
+            };
+        }
         None => {}
     }
     let Some(config_path) = args.config else {
@@ -188,37 +256,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let json = config.log_format == LogFormat::Json;
-    let logger =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-            // env_logger's default layout, without styles. env_logger is built without its
-            // `color` feature: a line is written as formatted, with no escape-stripping pass
-            // and no terminal check (an `isatty` ioctl per line); at info there is one line
-            // per delivery and one per reply.
-            .format(move |buf, record| {
-                use std::io::Write;
-                if json {
-                    let ts = buf.timestamp_millis().to_string();
-                    let text = record.args().to_string();
-                    let line = logging::json_line(&ts, record.level(), record.target(), &text);
-                    return writeln!(buf, "{line}");
-                }
-                writeln!(
-                    buf,
-                    "[{} {:<5} {}] {}",
-                    buf.timestamp(),
-                    record.level(),
-                    record.target(),
-                    record.args()
-                )
-            })
-            .build();
-    let max_level = logger.filter();
-    // Every line goes through posthook's policy: dependencies capped at info (Pingora logs
-    // request headers, credentials included, at debug).
-    if log::set_boxed_logger(Box::new(logging::SecretSafe::new(logger))).is_ok() {
-        log::set_max_level(max_level);
-    }
+    init_logging(config.log_format, "info");
     let masked = config.hooks_with_masked_secrets();
     if args.effective {
         print!("{}", config.effective_yaml());
