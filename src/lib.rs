@@ -16,6 +16,7 @@
 //!
 //! - [`demo`]: `posthook demo`: posthook in front of an embedded, in-memory Mattermost API
 //!   ([`demo::model`], [`demo::routes`], shared with the tests' stand-in) and an example webhook.
+//! - [`dryrun`]: `posthook match`: which hooks a message fires and the exact requests, unsent.
 //! - [`cli`]: the admin's commands on the delivery store (`posthook deliveries`, `posthook
 //!   hooks`).
 //! - [`app`]: wiring: the proxy service, the dispatcher, metrics, the SIGHUP reloader, the
@@ -49,6 +50,7 @@ pub mod demo;
 
 pub mod app;
 pub mod cli;
+pub mod dryrun;
 pub mod metrics;
 pub mod proxy;
 

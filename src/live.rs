@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 use crate::config::{ChannelTypes, Config, Event, HookConfig};
 use crate::net::guard::{BoxError, Resolver};
 use crate::reply::ReplySettings;
-use crate::rules::HookIndex;
+use crate::rules::{HookIndex, Match};
 use crate::webhook::WebhookClient;
 
 /// One consistent snapshot of the reloadable configuration.
@@ -59,6 +59,25 @@ impl Live {
             Event::Posted => &self.index,
             Event::Edited => &self.edits,
         }
+    }
+
+    /// The hooks a post fires, in configuration order, by Mattermost's rules (trigger words or
+    /// pattern, channel and team) and the opt-in filters its channel decides (channel types,
+    /// thread). Disabled hooks and the author filters are the caller's. The dispatcher and
+    /// `posthook match` both decide with this.
+    pub fn matches<'s>(
+        &'s self,
+        event: Event,
+        (channel_id, team_id, channel_type): (&str, &str, &str),
+        root_id: &str,
+        message: &'s str,
+    ) -> Vec<Match<'s>> {
+        let mut matches = self.hooks_for(event).matches(channel_id, team_id, message);
+        matches.retain(|m| {
+            let beyond = &self.hooks[m.hook].beyond;
+            beyond.channel_types.contains(channel_type) && beyond.thread.admits(root_id)
+        });
+        matches
     }
 
     /// A swappable snapshot holding `self`.

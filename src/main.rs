@@ -57,6 +57,39 @@ enum Command {
         #[arg(short = 'c', long = "config", value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// A dry run: which hooks MESSAGE fires and, per callback URL, the exact request
+    /// (tokens masked); nothing is sent. Exit 0 when a hook fires, 1 when none, 2 on errors.
+    Match {
+        /// The YAML configuration file.
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: PathBuf,
+        /// The channel: an id (or team-name/channel-name with --resolve).
+        #[arg(long)]
+        channel: String,
+        /// The author: a user id (or a username with --resolve).
+        #[arg(long)]
+        user: String,
+        /// The channel's team id (without --resolve; team-scoped hooks need it).
+        #[arg(long, value_name = "TEAM_ID")]
+        team: Option<String>,
+        /// The channel's type: O, P, D or G (default O, or the server's with --resolve).
+        #[arg(long = "type", value_name = "O|P|D|G")]
+        channel_type: Option<String>,
+        /// The thread root the message replies to.
+        #[arg(long, value_name = "ROOT_ID", default_value = "")]
+        root: String,
+        /// As an edit of a post rather than a new one.
+        #[arg(long)]
+        edited: bool,
+        /// Look up the channel, team and user with the bot token (names allowed).
+        #[arg(long)]
+        resolve: bool,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+        /// The message.
+        message: String,
+    },
     /// The delivery log of the store the config names (store.url).
     Deliveries {
         /// The YAML configuration file.
@@ -223,6 +256,66 @@ fn main() -> ExitCode {
                 Hooks::List { json } => cli::hooks(c, json),
                 Hooks::Enable { id } => cli::enable(c, &id),
             })
+        }
+        Some(Command::Match {
+            config,
+            channel,
+            user,
+            team,
+            channel_type,
+            root,
+            edited,
+            resolve,
+            json,
+            message,
+        }) => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if channel_type
+                .as_deref()
+                .is_some_and(|t| !matches!(t, "O" | "P" | "D" | "G"))
+            {
+                eprintln!("posthook match: --type must be O, P, D or G");
+                return ExitCode::from(2);
+            }
+            let question = posthook::dryrun::Question {
+                channel,
+                user,
+                team,
+                channel_type,
+                root,
+                edited,
+                resolve,
+                message,
+            };
+            let answer = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+                .and_then(|rt| rt.block_on(posthook::dryrun::answer(&config, &question)));
+            return match answer {
+                Ok(a) => {
+                    if json {
+                        println!("{}", posthook::dryrun::json(&a));
+                    } else {
+                        print!("{}", posthook::dryrun::text(&a));
+                    }
+                    if a.fired.is_empty() {
+                        ExitCode::from(1)
+                    } else {
+                        ExitCode::SUCCESS
+                    }
+                }
+                Err(e) => {
+                    eprintln!("posthook match: {e}");
+                    ExitCode::from(2)
+                }
+            };
         }
         Some(Command::Demo {
             listen,

@@ -378,10 +378,7 @@ impl WebhookClient {
         body: Bytes,
         options: SendOptions<'_>,
     ) -> Result<WebhookAnswer, DeliveryError> {
-        let mime = match content_type {
-            ContentType::Form => "application/x-www-form-urlencoded",
-            ContentType::Json => "application/json",
-        };
+        let mime = mime(content_type);
         // Boxed: the exchange's state (request, answer, body reader) is kilobytes, and every
         // task that awaits a delivery would otherwise carry and move it inline.
         let exchange = Box::pin(async {
@@ -450,8 +447,16 @@ impl WebhookClient {
     }
 }
 
+/// The `Content-Type` of `content_type`'s payloads.
+pub(crate) fn mime(content_type: ContentType) -> &'static str {
+    match content_type {
+        ContentType::Form => "application/x-www-form-urlencoded",
+        ContentType::Json => "application/json",
+    }
+}
+
 /// The request for one hop: POST with the payload, or GET after a 301/302/303.
-fn build_request(
+pub(crate) fn build_request(
     url: &Url,
     mime: &str,
     body: Option<&Bytes>,
@@ -483,7 +488,7 @@ fn build_request(
 }
 
 /// Adds `signing`'s headers to `request`, whose body is `body`.
-fn add_signing(
+pub(crate) fn add_signing(
     request: &mut http::Request<Body>,
     signing: SendOptions<'_>,
     timestamp: i64,

@@ -267,15 +267,12 @@ impl Shared {
         let Some(channel) = self.resolve_channel(&live, &post).await else {
             return;
         };
-        let mut matches =
-            live.hooks_for(event)
-                .matches(&post.channel_id, &channel.team_id, &post.message);
-        // Opt-in filters beyond Mattermost's rules (by default: public channels, any post).
-        matches.retain(|m| {
-            let beyond = &live.hooks[m.hook].beyond;
-            beyond.channel_types.contains(&channel.channel_type)
-                && beyond.thread.admits(&post.root_id)
-        });
+        let where_ = (
+            post.channel_id.as_str(),
+            channel.team_id.as_str(),
+            channel.channel_type.as_str(),
+        );
+        let mut matches = live.matches(event, where_, &post.root_id, &post.message);
         self.drop_disabled(&live, &mut matches);
         self.filter_by_author(&live, &post, &mut matches).await;
         if matches.is_empty() {
@@ -551,7 +548,7 @@ impl Shared {
 /// Whether a post by `user_id` may fire a hook with `beyond`'s author filters, given the
 /// author's record (`None` when the look-up failed: then only what the id alone proves
 /// passes; a bot cannot be ruled out).
-fn admits_author(beyond: &Beyond, user_id: &str, author: Option<&User>) -> bool {
+pub fn admits_author(beyond: &Beyond, user_id: &str, author: Option<&User>) -> bool {
     if beyond.exclude_bots && author.is_none_or(|a| a.is_bot) {
         return false;
     }

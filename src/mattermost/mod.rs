@@ -253,6 +253,27 @@ impl MattermostClient {
             .await
     }
 
+    /// `GET /api/v4/teams/name/{name}`: the team with that URL name (not cached).
+    pub async fn team_by_name(&self, name: &str) -> Result<Team, ApiError> {
+        if !is_valid_id(name) {
+            return Err(ApiError::Transport(format!("{name:?} is not a team name")));
+        }
+        self.get_json::<Team>(&format!("/api/v4/teams/name/{name}"))
+            .await
+    }
+
+    /// `GET /api/v4/teams/{team_id}/channels/name/{name}`: the team's channel with that URL
+    /// name (not cached).
+    pub async fn channel_by_name(&self, team_id: &str, name: &str) -> Result<Channel, ApiError> {
+        if !is_valid_id(team_id) || !is_valid_id(name) {
+            return Err(ApiError::Transport(format!(
+                "{team_id:?}/{name:?} is not a team id and channel name"
+            )));
+        }
+        self.get_json::<Channel>(&format!("/api/v4/teams/{team_id}/channels/name/{name}"))
+            .await
+    }
+
     /// `POST /api/v4/channels/direct`: the direct-message channel of users `a` and `b`
     /// (Mattermost creates it the first time, and answers with the same one after).
     pub async fn direct_channel(&self, a: &str, b: &str) -> Result<Channel, ApiError> {
