@@ -23,6 +23,7 @@ use crate::dispatch::{Dispatcher, IdleProbe};
 use crate::live::{restart_only_changes, Live, LiveConfig};
 use crate::mattermost::{ApiError, MattermostClient};
 use crate::metrics::MetricsApp;
+use crate::names;
 use crate::net::guard::{BoxError, Resolver, SystemResolver};
 use crate::proxy::Proxy;
 use crate::reply::{AnswerSink, Poster};
@@ -60,6 +61,8 @@ pub enum ReloadError {
     Webhooks(#[source] BoxError),
     #[error("reload state poisoned by an earlier panic")]
     Poisoned,
+    #[error("{0}")]
+    Names(String),
 }
 
 /// Replaceable parts, for tests.
@@ -94,7 +97,37 @@ pub struct Handle {
 struct ReloadState {
     live: LiveConfig,
     resolver: Arc<dyn Resolver>,
-    current: Mutex<Config>,
+    current: Mutex<Current>,
+    stats: Arc<Stats>,
+    /// The thread that resolves the hooks' names again is running (started by the first
+    /// config with names).
+    names_started: std::sync::atomic::AtomicBool,
+}
+
+/// The config in force, for reloads and name refreshes.
+struct Current {
+    /// Everything but the hooks (see [`Config::without_hooks`]).
+    config: Config,
+    /// The hooks as written, when some name a team or channel (else empty: nothing to keep).
+    named: Vec<crate::config::HookConfig>,
+    /// Bumped by each reload, so that a name refresh begun before it is not applied after it.
+    generation: u64,
+}
+
+/// The snapshot of `config` with `hooks` in place of its own (names resolved, or inactive).
+fn live_with(
+    config: &Config,
+    hooks: Option<Vec<crate::config::HookConfig>>,
+    resolver: Arc<dyn Resolver>,
+) -> Result<Live, BoxError> {
+    match hooks {
+        None => Live::build(config, resolver),
+        Some(hooks) => {
+            let mut c = config.without_hooks();
+            c.hooks = hooks;
+            Live::build(&c, resolver)
+        }
+    }
 }
 
 impl Handle {
@@ -107,15 +140,35 @@ impl Handle {
     /// Swaps in the hooks and settings of `new` atomically. Returns the names of the changed
     /// sections that only a restart applies (they keep their running values).
     pub fn reload(&self, new: &Config) -> Result<Vec<&'static str>, ReloadError> {
-        let live = Live::build(new, self.reload.resolver.clone()).map_err(ReloadError::Webhooks)?;
+        // Names are resolved before anything is swapped: one that does not resolve rejects
+        // the reload, as an invalid file does.
+        let named = names::has_names(&new.hooks);
+        let resolved = if named {
+            let (hooks, failed) = names::resolve_blocking(new).map_err(ReloadError::Names)?;
+            if !failed.is_empty() {
+                let all: Vec<String> = failed.iter().map(ToString::to_string).collect();
+                return Err(ReloadError::Names(all.join("; ")));
+            }
+            Some(hooks)
+        } else {
+            None
+        };
+        let live = live_with(new, resolved, self.reload.resolver.clone())
+            .map_err(ReloadError::Webhooks)?;
         let mut current = self
             .reload
             .current
             .lock()
             .map_err(|_| ReloadError::Poisoned)?;
-        let restart_only = restart_only_changes(&current, new);
+        let restart_only = restart_only_changes(&current.config, new);
         self.reload.live.store(Arc::new(live));
-        *current = new.without_hooks();
+        current.config = new.without_hooks();
+        current.named = if named { new.hooks.clone() } else { Vec::new() };
+        current.generation += 1;
+        drop(current);
+        if named {
+            start_names(&self.reload);
+        }
         Ok(restart_only)
     }
 }
@@ -136,9 +189,15 @@ pub fn build(config: &Config, options: Options) -> Result<(Server, Handle), Buil
     check_store(config)?;
     let mm =
         MattermostClient::from_config(config, stats.clone()).map_err(BuildError::Mattermost)?;
-    let live = Live::build(config, options.resolver.clone())
-        .map_err(BuildError::Webhooks)?
-        .shared();
+    // Hooks that name their team or channel start inactive; the names thread resolves them.
+    let named = names::has_names(&config.hooks);
+    let live = live_with(
+        config,
+        named.then(|| names::inactive(&config.hooks)),
+        options.resolver.clone(),
+    )
+    .map_err(BuildError::Webhooks)?
+    .shared();
     let sink = match options.answer_sink {
         Some(s) => s,
         None => {
@@ -174,15 +233,28 @@ pub fn build(config: &Config, options: Options) -> Result<(Server, Handle), Buil
     server.add_service(service);
     server.add_service(background_service("webhook dispatcher", dispatcher));
     let handle = Handle {
-        stats,
+        stats: stats.clone(),
         idle,
         in_flight,
         reload: Arc::new(ReloadState {
             live,
             resolver: options.resolver,
-            current: Mutex::new(config.without_hooks()),
+            current: Mutex::new(Current {
+                config: config.without_hooks(),
+                named: if named {
+                    config.hooks.clone()
+                } else {
+                    Vec::new()
+                },
+                generation: 0,
+            }),
+            stats,
+            names_started: std::sync::atomic::AtomicBool::new(false),
         }),
     };
+    if named {
+        start_names(&handle.reload);
+    }
     if let Some(path) = options.config_path {
         server.add_service(background_service(
             "config reloader",
@@ -193,6 +265,115 @@ pub fn build(config: &Config, options: Options) -> Result<(Server, Handle), Buil
         ));
     }
     Ok((server, handle))
+}
+
+/// Starts, once, the thread that resolves the hooks' names now and every
+/// `limits.name_refresh_seconds` (sooner, every [`names::RETRY`], while some fail). It ends
+/// when the server is gone.
+fn start_names(state: &Arc<ReloadState>) {
+    if state.names_started.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let weak = Arc::downgrade(state);
+    let started = std::thread::Builder::new()
+        .name("posthook-names".into())
+        .spawn(move || refresh_names(&weak));
+    if let Err(e) = started {
+        error!("cannot start the name resolver: {e}; hooks with names stay inactive");
+    }
+}
+
+fn refresh_names(state: &std::sync::Weak<ReloadState>) {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        error!("cannot start the name resolver's runtime; hooks with names stay inactive");
+        return;
+    };
+    let mut client: Option<MattermostClient> = None;
+    let mut last_ids = None;
+    let mut last_failed: Vec<names::Unresolved> = Vec::new();
+    loop {
+        let Some(s) = state.upgrade() else { return };
+        let Ok((config, named, generation)) = s
+            .current
+            .lock()
+            .map(|c| (c.config.clone(), c.named.clone(), c.generation))
+        else {
+            return;
+        };
+        let stats = s.stats.clone();
+        drop(s);
+        let interval = config.limits.name_refresh;
+        if named.is_empty() {
+            std::thread::sleep(interval);
+            continue;
+        }
+        let mm = match &client {
+            Some(mm) => mm.clone(),
+            None => match MattermostClient::from_config(&config, Arc::new(Stats::default())) {
+                Ok(mm) => {
+                    client = Some(mm.clone());
+                    mm
+                }
+                Err(e) => {
+                    error!("name resolver: {e}; retrying");
+                    std::thread::sleep(names::RETRY);
+                    continue;
+                }
+            },
+        };
+        let (resolved, failed) = rt.block_on(names::resolve(&mm, &named));
+        Stats::add(&stats.name_failures, failed.len() as u64);
+        // One line per name when its failure is new (not every retry).
+        let same =
+            |a: &names::Unresolved, b: &names::Unresolved| a.hook == b.hook && a.name == b.name;
+        for f in failed
+            .iter()
+            .filter(|f| !last_failed.iter().any(|l| same(l, f)))
+        {
+            error!(
+                "{f}; the hook is inactive until it resolves (tried again every {}s)",
+                names::RETRY.as_secs()
+            );
+        }
+        let ids = names::resolved_ids(&resolved);
+        if last_ids.as_ref() != Some(&ids) {
+            let Some(s) = state.upgrade() else { return };
+            let current = s.current.lock();
+            // A reload since this pass began has resolved its own hooks: keep them.
+            if let Ok(current) = current.as_ref().map(|c| &**c) {
+                if current.generation == generation {
+                    match live_with(&current.config, Some(resolved), s.resolver.clone()) {
+                        Ok(live) => {
+                            s.live.store(Arc::new(live));
+                            last_ids = Some(ids);
+                        }
+                        Err(e) => error!("name resolver: {e}"),
+                    }
+                }
+            }
+            drop(current);
+        }
+        // Logged once the hooks are in force.
+        for f in last_failed
+            .iter()
+            .filter(|f| !failed.iter().any(|n| same(n, f)))
+        {
+            info!(
+                "hook {}: {} resolves again; the hook is active",
+                f.hook, f.name
+            );
+        }
+        let wait = if failed.is_empty() {
+            interval
+        } else {
+            interval.min(names::RETRY)
+        };
+        last_failed = failed;
+        std::thread::sleep(wait);
+    }
 }
 
 /// Opens the configured store once (creating it when missing) on a thread of its own, so that

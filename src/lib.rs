@@ -56,6 +56,7 @@ pub mod proxy;
 
 pub mod dispatch;
 pub mod live;
+pub mod names;
 
 pub mod reply;
 pub mod webhook;

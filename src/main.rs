@@ -38,6 +38,9 @@ struct Args {
     /// secrets as ***) and exit.
     #[arg(short = 'T', long = "effective")]
     effective: bool,
+    /// With -t: also resolve the hooks' team and channel names against the server.
+    #[arg(long, requires = "test")]
+    resolve: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -354,6 +357,21 @@ fn main() -> ExitCode {
     if args.effective {
         print!("{}", config.effective_yaml());
         return ExitCode::SUCCESS;
+    }
+    if args.test && args.resolve && posthook::names::has_names(&config.hooks) {
+        match posthook::names::resolve_blocking(&config) {
+            Ok((_, failed)) if failed.is_empty() => {}
+            Ok((_, failed)) => {
+                for f in failed {
+                    eprintln!("posthook: {f}");
+                }
+                return ExitCode::from(1);
+            }
+            Err(e) => {
+                eprintln!("posthook: cannot resolve names: {e}");
+                return ExitCode::from(1);
+            }
+        }
     }
     if args.test {
         println!("config ok: {} hooks", config.hooks.len());

@@ -210,6 +210,12 @@ pub fn render(s: &Snapshot, queue: QueueReading) -> String {
         "Successful look-ups answered without a request of their own: from the cache, or by joining an identical request in flight.",
         s.lookup_cache_hits,
     );
+    counter(
+        w,
+        "posthook_name_failures_total",
+        "Hook names (team, channel) that did not resolve, one per name per attempt; the hook is inactive until its names resolve.",
+        s.name_failures,
+    );
     gauge(
         w,
         "posthook_queue_depth",
@@ -372,6 +378,7 @@ mod tests {
             ("posthook_lookup_requests_total", "counter"),
             ("posthook_lookup_failures_total", "counter"),
             ("posthook_lookup_cache_hits_total", "counter"),
+            ("posthook_name_failures_total", "counter"),
         ] {
             assert!(
                 text.contains(&format!("# TYPE {name} {kind}\n")),

@@ -104,6 +104,8 @@ counters! {
     /// Look-ups answered without a request of their own that succeeded: from the cache, or
     /// by joining an identical request already in flight.
     lookup_cache_hits,
+    /// Hook names (`team`, `channel`) that did not resolve, one per name per attempt.
+    name_failures,
 }
 
 impl Stats {

@@ -113,8 +113,11 @@ impl Validator<'_> {
             None => None,
             Some(s) => Some(self.pattern(p, h, s)?),
         };
+        let (team_name, channel_name) = self.names(p, h)?;
         Ok(Beyond {
             id,
+            team_name,
+            channel_name,
             enabled: h.enabled.unwrap_or(true),
             channel_types,
             events,
@@ -124,6 +127,70 @@ impl Validator<'_> {
             payload_extras: h.payload_extras.unwrap_or(false),
             trigger_pattern,
         })
+    }
+
+    /// `team` and `channel`: names instead of `team_id` and `channel_id` (each pair exclusive).
+    #[allow(clippy::type_complexity)]
+    fn names(
+        &self,
+        p: &str,
+        h: &file::Hook,
+    ) -> Result<(Option<String>, Option<(String, String)>), ConfigError> {
+        let name_ok = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 64
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        let team = match (&h.team, &h.team_id) {
+            (None, _) => None,
+            (Some(s), Some(_)) => {
+                return Err(self.err(
+                    s.referenced,
+                    &format!("{p}.team"),
+                    "cannot be used with team_id: name the team one way",
+                ))
+            }
+            (Some(s), None) => {
+                let field = format!("{p}.team");
+                let name = self.subst(s, &field)?;
+                if !name_ok(&name) {
+                    return Err(self.err(
+                        s.referenced,
+                        &field,
+                        "not a team name (letters, digits, '_' or '-')",
+                    ));
+                }
+                Some(name)
+            }
+        };
+        let channel = match (&h.channel, &h.channel_id) {
+            (None, _) => None,
+            (Some(s), Some(_)) => {
+                return Err(self.err(
+                    s.referenced,
+                    &format!("{p}.channel"),
+                    "cannot be used with channel_id: name the channel one way",
+                ))
+            }
+            (Some(s), None) => {
+                let field = format!("{p}.channel");
+                let name = self.subst(s, &field)?;
+                match name.split_once('/') {
+                    Some((t, c)) if name_ok(t) && name_ok(c) => {
+                        Some((t.to_string(), c.to_string()))
+                    }
+                    _ => {
+                        return Err(self.err(
+                            s.referenced,
+                            &field,
+                            "must be team-name/channel-name",
+                        ))
+                    }
+                }
+            }
+        };
+        Ok((team, channel))
     }
 
     /// `trigger_pattern`, compiled; it excludes `trigger_words` and `trigger_when` (the

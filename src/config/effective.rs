@@ -183,11 +183,15 @@ fn write_hook(w: &mut String, h: &HookConfig) -> std::fmt::Result {
     }
     key(w, "display_name", q(&h.display_name))?;
     key(w, "description", q(&h.description))?;
-    if let Some(t) = &h.team_id {
-        key(w, "team_id", q(t))?;
+    match (&b.team_name, &h.team_id) {
+        (Some(name), _) => key(w, "team", q(name))?,
+        (None, Some(t)) => key(w, "team_id", q(t))?,
+        (None, None) => {}
     }
-    if let Some(c) = &h.channel_id {
-        key(w, "channel_id", q(c))?;
+    match (&b.channel_name, &h.channel_id) {
+        (Some((team, channel)), _) => key(w, "channel", q(&format!("{team}/{channel}")))?,
+        (None, Some(c)) => key(w, "channel_id", q(c))?,
+        (None, None) => {}
     }
     if !h.trigger_words.is_empty() {
         key(

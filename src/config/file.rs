@@ -70,6 +70,7 @@ pub struct Limits {
     pub lookup_cache_ttl_seconds: Option<Spanned<u64>>,
     pub lookup_cache_max_entries: Option<Spanned<u64>>,
     pub lookup_timeout_seconds: Option<Spanned<u64>>,
+    pub name_refresh_seconds: Option<Spanned<u64>>,
     pub max_pending_deliveries: Option<Spanned<u64>>,
 }
 
@@ -80,6 +81,10 @@ pub struct Hook {
     pub description: Option<Str>,
     pub team_id: Option<Str>,
     pub channel_id: Option<Str>,
+    /// `team: "team-name"`, instead of `team_id`.
+    pub team: Option<Str>,
+    /// `channel: "team-name/channel-name"`, instead of `channel_id`.
+    pub channel: Option<Str>,
     pub trigger_words: Option<Spanned<Vec<Str>>>,
     pub trigger_when: Option<Spanned<TriggerWhenValue>>,
     pub callback_urls: Option<Vec<Str>>,
@@ -171,8 +176,8 @@ pub enum TriggerWhenValue {
 pub fn expected(key: &str) -> Option<&'static str> {
     Some(match key {
         "listen" | "metrics_listen" | "log_format" | "upstream" | "bot_token" | "display_name"
-        | "description" | "team_id" | "channel_id" | "content_type" | "token" | "username"
-        | "icon_url" | "id" => "a string",
+        | "description" | "team_id" | "channel_id" | "team" | "channel" | "content_type"
+        | "token" | "username" | "icon_url" | "id" => "a string",
         "enable_post_username_override"
         | "enable_post_icon_override"
         | "enabled"
@@ -186,6 +191,7 @@ pub fn expected(key: &str) -> Option<&'static str> {
         | "upstream_connect_timeout_seconds"
         | "lookup_cache_ttl_seconds"
         | "lookup_timeout_seconds"
+        | "name_refresh_seconds"
         | "timeout_seconds"
         | "initial_seconds"
         | "max_seconds" => "a whole number of seconds",

@@ -135,6 +135,10 @@ pub struct Beyond {
     /// `trigger_pattern`: fires when it matches anywhere in the message (instead of trigger
     /// words).
     pub trigger_pattern: Option<Pattern>,
+    /// `team: "team-name"`: the team by its name (the hook's `team_id` is resolved from it).
+    pub team_name: Option<String>,
+    /// `channel: "team-name/channel-name"`: the channel by its names (`channel_id` resolved).
+    pub channel_name: Option<(String, String)>,
 }
 
 /// A compiled `trigger_pattern` (Rust `regex` syntax), compared by its source.
@@ -165,6 +169,8 @@ impl Default for Beyond {
             thread: Thread::Any,
             payload_extras: false,
             trigger_pattern: None,
+            team_name: None,
+            channel_name: None,
         }
     }
 }
@@ -382,6 +388,9 @@ pub struct Limits {
     pub lookup_cache_ttl: Duration,
     pub lookup_cache_max_entries: u64,
     pub lookup_timeout: Duration,
+    /// How often the hooks' team and channel names are resolved again
+    /// (`name_refresh_seconds`), so that renames are followed.
+    pub name_refresh: Duration,
     /// Deliveries waiting for a retry at once; beyond it, a delivery that would wait is
     /// dropped (counted) instead.
     pub max_pending_deliveries: usize,
@@ -547,6 +556,7 @@ pub mod defaults {
     pub const LOOKUP_CACHE_TTL_SECS: u64 = 60;
     pub const LOOKUP_CACHE_MAX_ENTRIES: u64 = 10_000;
     pub const LOOKUP_TIMEOUT_SECS: u64 = 10;
+    pub const NAME_REFRESH_SECS: u64 = 300;
     pub const MAX_PENDING_DELIVERIES: u64 = 100_000;
 }
 

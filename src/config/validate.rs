@@ -422,6 +422,13 @@ impl Validator<'_> {
                 1,
                 300,
             )?),
+            name_refresh: Duration::from_secs(self.number(
+                &l.name_refresh_seconds,
+                "limits.name_refresh_seconds",
+                defaults::NAME_REFRESH_SECS,
+                1,
+                86_400,
+            )?),
         })
     }
 
@@ -487,7 +494,8 @@ impl Validator<'_> {
                 "longer than 1024 characters in all",
             ));
         }
-        if channel_id.is_none() && trigger_words.is_empty() && h.trigger_pattern.is_none() {
+        let no_channel = channel_id.is_none() && h.channel.is_none();
+        if no_channel && trigger_words.is_empty() && h.trigger_pattern.is_none() {
             return Err(self.err(
                 at,
                 &format!("{p}.trigger_words"),

@@ -201,6 +201,32 @@ async fn demo(options: DemoOptions, out: Box<dyn std::io::Write + Send>) -> Resu
         config.hooks = own.hooks;
         for (i, hook) in config.hooks.iter_mut().enumerate() {
             masks.push(hook.token.clone());
+            // Named teams and channels exist in the embedded API under those names.
+            let (team_name, channel_name) = (
+                hook.beyond.team_name.clone(),
+                hook.beyond.channel_name.clone(),
+            );
+            for name in team_name.iter().chain(channel_name.iter().map(|(t, _)| t)) {
+                if !dir.teams.iter().any(|t| &t.name == name) {
+                    dir.add_team(&new_id(), name);
+                }
+            }
+            if let Some((t, c)) = &channel_name {
+                let team_id = dir
+                    .teams
+                    .iter()
+                    .find(|x| &x.name == t)
+                    .map(|x| x.id.clone());
+                if let Some(team_id) = team_id {
+                    if !dir
+                        .channels
+                        .iter()
+                        .any(|x| x.team_id == team_id && &x.name == c)
+                    {
+                        dir.add_channel(&new_id(), &team_id, c, "O");
+                    }
+                }
+            }
             if let Some(t) = &hook.team_id {
                 if dir.team(t).is_none() {
                     dir.add_team(t, &format!("team-{i}"));

@@ -110,6 +110,14 @@ impl RecordedRequest {
             .collect()
     }
 
+    /// The first value of form field `name`.
+    pub fn form_value(&self, name: &str) -> Option<String> {
+        self.form()
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+    }
+
     /// One line describing the request, for panic messages.
     pub fn summary(&self) -> String {
         let mut preview = self.body_str();

@@ -197,6 +197,18 @@ impl MattermostStandIn {
             .add_channel(id, team_id, name, channel_type);
     }
 
+    /// Renames channel `id` (its URL name), as an admin does in the System Console.
+    pub fn rename_channel(&self, id: &str, name: &str) {
+        if let Some(c) = lock(&self.state)
+            .dir
+            .channels
+            .iter_mut()
+            .find(|c| c.id == id)
+        {
+            c.name = name.to_string();
+        }
+    }
+
     /// Refuses look-ups of channel `id` with 403 from now on, as Mattermost does for a private,
     /// direct or group channel the bot is not a member of.
     pub fn refuse_channel_lookups(&self, id: &str) {
