@@ -200,7 +200,6 @@ pub(super) async fn tap(
 /// framing); `None` when the stream ends first or the request is too large.
 async fn read_request(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
     let head_end = loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break i + 4;
@@ -208,14 +207,7 @@ async fn read_request(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
         if buf.len() > 64 * 1024 {
             return None;
         }
-        let n = tokio::time::timeout(TIMEOUT, stream.read(&mut chunk))
-            .await
-            .ok()?
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
+        read_more(stream, &mut buf).await?;
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
     let length: usize = head
@@ -229,17 +221,24 @@ async fn read_request(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
     }
     let mut body = buf[head_end..].to_vec();
     while body.len() < length {
-        let n = tokio::time::timeout(TIMEOUT, stream.read(&mut chunk))
-            .await
-            .ok()?
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-        body.extend_from_slice(&chunk[..n]);
+        read_more(stream, &mut body).await?;
     }
     body.truncate(length);
     Some((head, body))
+}
+
+/// Appends what `stream` has next to `buf`; `None` when it ended or stalled for [`TIMEOUT`].
+async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
+    let mut chunk = [0u8; 8192];
+    let n = tokio::time::timeout(TIMEOUT, stream.read(&mut chunk))
+        .await
+        .ok()?
+        .ok()?;
+    if n == 0 {
+        return None;
+    }
+    buf.extend_from_slice(&chunk[..n]);
+    Some(())
 }
 
 async fn relay(mut stream: TcpStream, targets: &[url::Url], client: &HttpClient, screen: &Screen) {

@@ -37,10 +37,7 @@ mod receiver;
 mod server;
 mod standin;
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -67,34 +64,10 @@ pub const VERSION_ID: &str = "10.11.0.10.11.0.6f9a1c0e2d8b4a7c9e3f5b1d0a2c4e6f.f
 #[allow(dead_code)]
 pub const MAX_POST_SIZE: usize = 16383;
 
-/// A 26-character Mattermost-style id (lowercase letters and digits, the server's own alphabet).
+/// A 26-character Mattermost-style id (the library's, which the demo's embedded API uses).
 #[allow(dead_code)]
 pub fn random_id() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    const ALPHABET: &[u8; 32] = b"ybndrfg8ejkmcpqxot1uwisza345h769";
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let mut out = String::with_capacity(26);
-    let mut round = 0u64;
-    while out.len() < 26 {
-        let mut hasher = RandomState::new().build_hasher();
-        hasher.write_u64(count);
-        hasher.write_u128(nanos);
-        hasher.write_u64(round);
-        let mut bits = hasher.finish();
-        for _ in 0..12 {
-            if out.len() == 26 {
-                break;
-            }
-            out.push(char::from(ALPHABET[(bits & 31) as usize]));
-            bits >>= 5;
-        }
-        round += 1;
-    }
-    out
+    posthook::demo::model::new_id()
 }
 
 /// Decompresses a gzip stream; panics if it is not one.
