@@ -50,6 +50,8 @@ pub enum BuildError {
     },
     #[error("cannot start the server thread: {0}")]
     Thread(#[source] std::io::Error),
+    #[error("{0}")]
+    Upstreams(String),
     #[error("store: {0}")]
     Store(#[source] crate::store::StoreError),
 }
@@ -187,8 +189,26 @@ pub fn build(config: &Config, options: Options) -> Result<(Server, Handle), Buil
     server.bootstrap();
 
     check_store(config)?;
-    let mm =
+    // Several Mattermost nodes: one balancer with its health check, for the proxy and for
+    // posthook's own look-ups and replies.
+    let nodes = if config.upstreams.len() > 1 {
+        let nodes =
+            crate::upstreams::Nodes::new(&config.upstreams).map_err(BuildError::Upstreams)?;
+        let nodes = Arc::new(nodes);
+        let checks = pingora::services::background::GenBackgroundService::new(
+            "BG upstream health check".into(),
+            nodes.balancer(),
+        );
+        server.add_service(checks);
+        Some(nodes)
+    } else {
+        None
+    };
+    let mut mm =
         MattermostClient::from_config(config, stats.clone()).map_err(BuildError::Mattermost)?;
+    if let Some(nodes) = &nodes {
+        mm = mm.with_nodes(nodes.clone());
+    }
     // Hooks that name their team or channel start inactive; the names thread resolves them.
     let named = names::has_names(&config.hooks);
     let live = live_with(
@@ -226,7 +246,7 @@ pub fn build(config: &Config, options: Options) -> Result<(Server, Handle), Buil
         addr: config.listen,
         error,
     })?;
-    let proxy = Proxy::new(config, live.clone(), handle, stats.clone());
+    let proxy = Proxy::new(config, live.clone(), handle, stats.clone(), nodes);
     let in_flight = proxy.in_flight();
     let mut service = pingora::proxy::http_proxy_service(&server.configuration, proxy);
     service.add_tcp(&config.listen.to_string());

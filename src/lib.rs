@@ -29,6 +29,7 @@
 //!   proxy, `due` the exactly-once accounting, `created` the decoding of the 201.
 //! - [`live`]: the reloadable part of the config (hooks, index, webhook client, reply
 //!   settings) behind one atomic swap.
+//! - [`names`]: hooks' `team` and `channel` names, resolved and refreshed into ids.
 //! - [`reply`]: the webhook's answer → reply posts: [`reply::decode`], [`reply::slack`],
 //!   [`reply::build`] (pure) and [`reply::poster`] (I/O; the dispatcher's answer sink).
 //! - [`webhook`]: byte-exact payload encoding and sending, with Go's redirect rules; a
@@ -38,6 +39,8 @@
 //! - [`rules`]: first-word extraction and the compiled hook index (pure).
 //! - [`mattermost`]: the REST client with bounded, coalescing look-up caches;
 //!   [`mattermost::model`]: Mattermost's own shapes and paths.
+//! - [`upstreams`]: several Mattermost nodes: Pingora's round-robin balancer and the nodes'
+//!   health check, for the proxy and for posthook's own requests.
 //! - [`net`]: the pooled HTTP client ([`net::client`]) and the SSRF guard ([`net::guard`]).
 //! - [`config`]: the YAML file model ([`config::file`]), validation into [`Config`], errors as
 //!   `FILE:LINE:COL: field: message`.
@@ -65,6 +68,7 @@ pub mod store;
 
 pub mod mattermost;
 pub mod rules;
+pub mod upstreams;
 
 pub mod net;
 

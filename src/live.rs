@@ -95,7 +95,7 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.metrics_listen != new.metrics_listen {
         changed.push("metrics_listen");
     }
-    if old.upstream.base_url != new.upstream.base_url {
+    if old.upstreams != new.upstreams {
         changed.push("upstream");
     }
     if old.bot_token != new.bot_token {

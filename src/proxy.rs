@@ -29,10 +29,14 @@ use crate::go;
 use crate::live::LiveConfig;
 use crate::mattermost::model::{edited_post_id, PostRequest, POSTS_PATH};
 use crate::stats::Stats;
+use crate::upstreams::Nodes;
 
 /// The proxy application: immutable, shared by every request.
 pub struct Proxy {
-    peer: HttpPeer,
+    /// The Mattermost node(s), one peer each.
+    peers: Vec<HttpPeer>,
+    /// With several nodes: the balancer choosing among the healthy ones.
+    nodes: Option<Arc<Nodes>>,
     /// The hooks' index, from the live snapshot (a reload swaps it between requests).
     live: LiveConfig,
     /// Proxied requests in flight (websocket sessions aside), for a shutdown that ends as
@@ -86,18 +90,28 @@ impl Proxy {
         live: LiveConfig,
         dispatch: DispatchHandle,
         stats: Arc<Stats>,
+        nodes: Option<Arc<Nodes>>,
     ) -> Proxy {
-        let up = &config.upstream;
-        let sni = if up.tls {
-            up.host.clone()
-        } else {
-            String::new()
-        };
-        let mut peer = HttpPeer::new((up.host.as_str(), up.port), up.tls, sni);
-        peer.options.connection_timeout = Some(config.server.upstream_connect_timeout);
-        peer.options.total_connection_timeout = Some(config.server.upstream_connect_timeout);
+        // One peer per node, built once (building one resolves its host).
+        let peers = config
+            .upstreams
+            .iter()
+            .map(|up| {
+                let sni = if up.tls {
+                    up.host.clone()
+                } else {
+                    String::new()
+                };
+                let mut peer = HttpPeer::new((up.host.as_str(), up.port), up.tls, sni);
+                peer.options.connection_timeout = Some(config.server.upstream_connect_timeout);
+                peer.options.total_connection_timeout =
+                    Some(config.server.upstream_connect_timeout);
+                peer
+            })
+            .collect();
         Proxy {
-            peer,
+            peers,
+            nodes,
             live,
             in_flight: Arc::new(AtomicUsize::new(0)),
             dispatch,
@@ -317,7 +331,8 @@ impl ProxyHttp for Proxy {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(self.peer.clone()))
+        let i = self.nodes.as_ref().map_or(0, |n| n.pick());
+        Ok(Box::new(self.peers[i.min(self.peers.len() - 1)].clone()))
     }
 
     /// Copies the post-creation body as it streams; the chunk itself is never touched.

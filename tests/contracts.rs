@@ -55,6 +55,7 @@ enum Kind {
     Events,
     Secrets,
     Days,
+    Urls,
 }
 
 impl Kind {
@@ -73,6 +74,7 @@ impl Kind {
             Kind::Events => ("edited", "a string"),
             Kind::Secrets => ("{a: 1}", "a mapping"),
             Kind::Days => ("\"week\"", "a string"),
+            Kind::Urls => ("{a: 1}", "a mapping"),
         }
     }
 
@@ -91,6 +93,7 @@ impl Kind {
             Kind::Events => "a list of posted, edited",
             Kind::Secrets => "a whsec_ secret or a list of them",
             Kind::Days => "a whole number of days",
+            Kind::Urls => "a URL or a list of URLs",
         }
     }
 }
@@ -99,7 +102,8 @@ impl Kind {
 const KEYS: &[(&str, &str, Kind)] = &[
     ("", "listen", Kind::Text),
     ("", "metrics_listen", Kind::Text),
-    ("", "upstream", Kind::Text),
+    ("", "upstream", Kind::Urls),
+    ("", "log_format", Kind::Text),
     ("", "bot_token", Kind::Text),
     ("", "settings", Kind::Section),
     ("", "server", Kind::Section),
@@ -132,6 +136,7 @@ const KEYS: &[(&str, &str, Kind)] = &[
     ("limits", "lookup_cache_ttl_seconds", Kind::Seconds),
     ("limits", "lookup_cache_max_entries", Kind::Whole),
     ("limits", "lookup_timeout_seconds", Kind::Seconds),
+    ("limits", "name_refresh_seconds", Kind::Seconds),
     ("hooks", "display_name", Kind::Text),
     ("hooks", "description", Kind::Text),
     ("hooks", "team_id", Kind::Text),
@@ -149,6 +154,8 @@ const KEYS: &[(&str, &str, Kind)] = &[
     ("hooks", "channel_types", Kind::ChannelTypes),
     ("hooks", "events", Kind::Events),
     ("hooks", "signing_secret", Kind::Secrets),
+    ("hooks", "team", Kind::Text),
+    ("hooks", "channel", Kind::Text),
     ("limits", "max_pending_deliveries", Kind::Whole),
     ("", "store", Kind::Section),
     ("store", "url", Kind::Text),

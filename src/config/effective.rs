@@ -50,7 +50,12 @@ impl Config {
         if let Some(m) = self.metrics_listen {
             writeln!(w, "metrics_listen: {}", q(&m.to_string()))?;
         }
-        writeln!(w, "upstream: {}", q(&self.upstream.base_url))?;
+        if self.upstreams.len() > 1 {
+            let urls = self.upstreams.iter().map(|u| u.base_url.as_str());
+            writeln!(w, "upstream: {}", list(urls))?;
+        } else {
+            writeln!(w, "upstream: {}", q(&self.upstream.base_url))?;
+        }
         writeln!(w, "bot_token: {}", q(MASKED))?;
         let format = match self.log_format {
             super::LogFormat::Text => "text",

@@ -13,7 +13,8 @@ pub type Str = Spanned<String>;
 pub struct File {
     pub listen: Option<Str>,
     pub metrics_listen: Option<Str>,
-    pub upstream: Option<Str>,
+    /// One base URL, or a list of them (a Mattermost HA cluster).
+    pub upstream: Option<Spanned<OneOrMany>>,
     pub bot_token: Option<Str>,
     pub log_format: Option<Str>,
     #[serde(default)]
@@ -175,7 +176,8 @@ pub enum TriggerWhenValue {
 /// one (a test checks it).
 pub fn expected(key: &str) -> Option<&'static str> {
     Some(match key {
-        "listen" | "metrics_listen" | "log_format" | "upstream" | "bot_token" | "display_name"
+        "upstream" => "a URL or a list of URLs",
+        "listen" | "metrics_listen" | "log_format" | "bot_token" | "display_name"
         | "description" | "team_id" | "channel_id" | "team" | "channel" | "content_type"
         | "token" | "username" | "icon_url" | "id" => "a string",
         "enable_post_username_override"
@@ -235,6 +237,7 @@ pub fn expected_element(key: &str) -> Option<&'static str> {
         "a list of strings" => Some("a string"),
         "a list of O, P, D, G" => Some("one of O, P, D, G"),
         "a whsec_ secret or a list of them" => Some("a whsec_ secret"),
+        "a URL or a list of URLs" => Some("a URL"),
         "a list of posted, edited" => Some("posted or edited"),
         "a list of hooks" => Some("a hook (a mapping of its keys)"),
         _ => None,

@@ -13,6 +13,7 @@ mod error;
 pub mod file;
 mod sending;
 mod store;
+mod upstream;
 mod validate;
 
 use std::fmt;
@@ -412,7 +413,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where `GET /metrics` is served (Prometheus text format); `None`: no endpoint.
     pub metrics_listen: Option<SocketAddr>,
+    /// The first of `upstreams` (the only one, usually).
     pub upstream: Upstream,
+    /// Every Mattermost node (`upstream` as a list); one for a single server.
+    pub upstreams: Vec<Upstream>,
     pub bot_token: String,
     pub settings: Settings,
     pub server: ServerSettings,
@@ -498,6 +502,7 @@ impl Config {
             listen: self.listen,
             metrics_listen: self.metrics_listen,
             upstream: self.upstream.clone(),
+            upstreams: self.upstreams.clone(),
             bot_token: self.bot_token.clone(),
             settings: self.settings.clone(),
             server: self.server.clone(),

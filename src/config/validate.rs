@@ -12,7 +12,7 @@ use serde_saphyr::{Location, Spanned};
 use super::error::{self, ConfigError};
 use super::{
     defaults, file, AllowEntry, Config, ContentType, HookConfig, Limits, LogFormat, ServerSettings,
-    Settings, TriggerWhen, Upstream,
+    Settings, TriggerWhen,
 };
 
 impl Config {
@@ -176,8 +176,8 @@ impl Validator<'_> {
                 Some(addr)
             }
         };
-        let (up_raw, up_loc) = self.required(&f.upstream, "upstream", top)?;
-        let upstream = self.upstream(&up_raw, up_loc)?;
+        let upstreams = self.upstreams(f.upstream.as_ref(), top)?;
+        let upstream = upstreams[0].clone();
         let (bot_token, bt_loc) = self.required(&f.bot_token, "bot_token", top)?;
         if bot_token.trim().is_empty() {
             return Err(self.err(bt_loc, "bot_token", "must not be empty"));
@@ -211,6 +211,7 @@ impl Validator<'_> {
             listen,
             metrics_listen,
             upstream,
+            upstreams,
             bot_token,
             settings,
             server,
@@ -218,48 +219,6 @@ impl Validator<'_> {
             store,
             hooks,
             log_format,
-        })
-    }
-
-    fn upstream(&self, raw: &str, loc: Location) -> Result<Upstream, ConfigError> {
-        let url =
-            url::Url::parse(raw).map_err(|_| self.err(loc, "upstream", "not an http(s) URL"))?;
-        let tls = match url.scheme() {
-            "http" => false,
-            "https" => true,
-            _ => return Err(self.err(loc, "upstream", "not an http(s) URL")),
-        };
-        if !(url.path() == "/" || url.path().is_empty())
-            || url.query().is_some()
-            || url.fragment().is_some()
-        {
-            return Err(self.err(
-                loc,
-                "upstream",
-                "must be a base URL without path, query or fragment (clients' paths pass through unchanged)",
-            ));
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(self.err(loc, "upstream", "must not carry credentials"));
-        }
-        let host = match url.host() {
-            Some(url::Host::Domain(d)) => d.to_string(),
-            Some(url::Host::Ipv4(a)) => a.to_string(),
-            Some(url::Host::Ipv6(a)) => a.to_string(),
-            None => return Err(self.err(loc, "upstream", "has no host")),
-        };
-        let port = url
-            .port_or_known_default()
-            .ok_or_else(|| self.err(loc, "upstream", "has no port"))?;
-        let mut base_url = url.as_str().to_string();
-        while base_url.ends_with('/') {
-            base_url.pop();
-        }
-        Ok(Upstream {
-            base_url,
-            tls,
-            host,
-            port,
         })
     }
 

@@ -61,6 +61,8 @@ pub enum ApiError {
 #[derive(Clone)]
 pub struct MattermostClient {
     inner: Arc<Inner>,
+    /// With several Mattermost nodes: each request goes to the next healthy one.
+    nodes: Option<Arc<crate::upstreams::Nodes>>,
 }
 
 struct Inner {
@@ -159,7 +161,15 @@ impl MattermostClient {
         };
         Ok(MattermostClient {
             inner: Arc::new(inner),
+            nodes: None,
         })
+    }
+
+    /// The same client, sending each request to the next healthy node of `nodes` (a cluster)
+    /// rather than to its one base URL.
+    pub fn with_nodes(mut self, nodes: Arc<crate::upstreams::Nodes>) -> MattermostClient {
+        self.nodes = Some(nodes);
+        self
     }
 
     /// `GET /api/v4/channels/{id}`, cached.
@@ -359,12 +369,19 @@ impl MattermostClient {
         &self,
         body: &serde_json::Value,
     ) -> Result<T, ApiError> {
-        let uri = self.inner.create_post_url.clone();
+        let uri = match &self.nodes {
+            None => self.inner.create_post_url.clone(),
+            Some(_) => self.uri(REPLY_PATH)?,
+        };
         self.exchange(http::Method::POST, uri, Some(body)).await
     }
 
     fn uri(&self, path_and_query: &str) -> Result<http::Uri, ApiError> {
-        format!("{}{path_and_query}", self.inner.base_url)
+        let base = match &self.nodes {
+            Some(nodes) => nodes.node(nodes.pick()).base_url.as_str(),
+            None => self.inner.base_url.as_str(),
+        };
+        format!("{base}{path_and_query}")
             .parse()
             .map_err(|e| ApiError::Transport(format!("bad Mattermost URL: {e}")))
     }

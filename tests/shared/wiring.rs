@@ -34,6 +34,6 @@ pub fn wire(config: &Config, stats: Arc<Stats>) -> (Proxy, Arc<HookIndex>, Dispa
         stats.clone(),
         Arc::new(LogAnswers),
     );
-    let proxy = Proxy::new(config, live, handle, stats);
+    let proxy = Proxy::new(config, live, handle, stats, None);
     (proxy, index, dispatcher)
 }

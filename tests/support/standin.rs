@@ -74,6 +74,8 @@ struct MmState {
     /// group channel to a session that is not a member (and not a System Admin).
     unreadable: Vec<String>,
     config: BTreeMap<String, String>,
+    /// The status `GET /api/v4/system/ping` answers (200: healthy).
+    ping_status: u16,
 }
 
 #[allow(dead_code)]
@@ -162,6 +164,7 @@ impl MattermostStandIn {
             post_delay: Duration::ZERO,
             unreadable: Vec::new(),
             config: default_client_config(),
+            ping_status: 200,
         }));
         let st = state.clone();
         let handler: Handler =
@@ -195,6 +198,11 @@ impl MattermostStandIn {
         lock(&self.state)
             .dir
             .add_channel(id, team_id, name, channel_type);
+    }
+
+    /// What `GET /api/v4/system/ping` answers: 200 (healthy, the default) or e.g. 503.
+    pub fn set_ping_status(&self, status: u16) {
+        lock(&self.state).ping_status = status;
     }
 
     /// Renames channel `id` (its URL name), as an admin does in the System Console.
@@ -392,6 +400,12 @@ async fn handle_mm(
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let api_route = is_api_route(&method, &segments)
         || (method == Method::GET && segments == ["api", "v4", "config", "client"]);
+    if method == Method::GET && segments == ["api", "v4", "system", "ping"] {
+        let status = lock(&state).ping_status;
+        let health = if status == 200 { "OK" } else { "UNHEALTHY" };
+        let reply = json!({ "ActiveSearchBackend": "database", "status": health });
+        return mm_response(Reply::Json(status, to_json(&reply)), &request_id, &[]);
+    }
     if !api_route {
         let reply = json!({ "method": method.as_str(), "path": path, "received_bytes": body_len });
         return mm_response(Reply::Json(200, to_json(&reply)), &request_id, &[]);
