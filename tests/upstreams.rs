@@ -44,7 +44,8 @@ async fn a_failing_node_is_skipped_within_10_s_and_readmitted_within_10_s() {
         a.base_url(),
         b.base_url()
     );
-    let ph = start(&text, listen).await;
+    // The binary, as an admin runs it.
+    let ph = harness::binary::Proc::start(&text, listen).await;
 
     // Round robin: both nodes serve.
     gets(listen, 20).await;
@@ -105,7 +106,8 @@ async fn a_failing_node_is_skipped_within_10_s_and_readmitted_within_10_s() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     eprintln!("node B back in rotation after {:?}", since.elapsed());
-    drop(ph);
+    ph.wait_log("fails its health check").await;
+    ph.wait_log("answers its health check again").await;
 }
 
 #[test]
