@@ -101,6 +101,8 @@ struct ReloadState {
     resolver: Arc<dyn Resolver>,
     current: Mutex<Current>,
     stats: Arc<Stats>,
+    /// Several Mattermost nodes: names are resolved through the healthy ones.
+    nodes: Option<Arc<crate::upstreams::Nodes>>,
     /// The thread that resolves the hooks' names again is running (started by the first
     /// config with names).
     names_started: std::sync::atomic::AtomicBool,
@@ -146,7 +148,8 @@ impl Handle {
         // the reload, as an invalid file does.
         let named = names::has_names(&new.hooks);
         let resolved = if named {
-            let (hooks, failed) = names::resolve_blocking(new).map_err(ReloadError::Names)?;
+            let (hooks, failed) = names::resolve_blocking(new, self.reload.nodes.clone())
+                .map_err(ReloadError::Names)?;
             if !failed.is_empty() {
                 let all: Vec<String> = failed.iter().map(ToString::to_string).collect();
                 return Err(ReloadError::Names(all.join("; ")));
@@ -188,7 +191,7 @@ pub fn build(config: &Config, options: Options) -> Result<(Server, Handle), Buil
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    check_store(config)?;
+    crate::store::Store::check_blocking(&config.store).map_err(BuildError::Store)?;
     // Several Mattermost nodes: one balancer with its health check, for the proxy and for
     // posthook's own look-ups and replies.
     let nodes = if config.upstreams.len() > 1 {
@@ -246,7 +249,7 @@ pub fn build(config: &Config, options: Options) -> Result<(Server, Handle), Buil
         addr: config.listen,
         error,
     })?;
-    let proxy = Proxy::new(config, live.clone(), handle, stats.clone(), nodes);
+    let proxy = Proxy::new(config, live.clone(), handle, stats.clone(), nodes.clone());
     let in_flight = proxy.in_flight();
     let mut service = pingora::proxy::http_proxy_service(&server.configuration, proxy);
     service.add_tcp(&config.listen.to_string());
@@ -269,6 +272,7 @@ pub fn build(config: &Config, options: Options) -> Result<(Server, Handle), Buil
                 generation: 0,
             }),
             stats,
+            nodes,
             names_started: std::sync::atomic::AtomicBool::new(false),
         }),
     };
@@ -324,6 +328,7 @@ fn refresh_names(state: &std::sync::Weak<ReloadState>) {
             return;
         };
         let stats = s.stats.clone();
+        let nodes = s.nodes.clone();
         drop(s);
         let interval = config.limits.name_refresh;
         if named.is_empty() {
@@ -334,6 +339,10 @@ fn refresh_names(state: &std::sync::Weak<ReloadState>) {
             Some(mm) => mm.clone(),
             None => match MattermostClient::from_config(&config, Arc::new(Stats::default())) {
                 Ok(mm) => {
+                    let mm = match nodes {
+                        Some(nodes) => mm.with_nodes(nodes),
+                        None => mm,
+                    };
                     client = Some(mm.clone());
                     mm
                 }
@@ -394,25 +403,6 @@ fn refresh_names(state: &std::sync::Weak<ReloadState>) {
         last_failed = failed;
         std::thread::sleep(wait);
     }
-}
-
-/// Opens the configured store once (creating it when missing) on a thread of its own, so that
-/// a start fails early, with the reason, on a store it cannot use.
-fn check_store(config: &Config) -> Result<(), BuildError> {
-    if config.store == crate::config::StoreConfig::default() {
-        return Ok(());
-    }
-    let store = config.store.clone();
-    let checked = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| crate::store::StoreError(e.to_string()))?;
-        rt.block_on(crate::store::Store::check(&store))
-    })
-    .join()
-    .unwrap_or_else(|_| Err(crate::store::StoreError("the check panicked".into())));
-    checked.map_err(BuildError::Store)
 }
 
 /// Reloads the config file on SIGHUP. An invalid file is rejected with a log line and the

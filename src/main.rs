@@ -359,7 +359,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if args.test && args.resolve && posthook::names::has_names(&config.hooks) {
-        match posthook::names::resolve_blocking(&config) {
+        match posthook::names::resolve_blocking(&config, None) {
             Ok((_, failed)) if failed.is_empty() => {}
             Ok((_, failed)) => {
                 for f in failed {

@@ -140,15 +140,21 @@ pub async fn resolve(
 
 /// Resolves `config`'s names on a thread and runtime of its own (with a client of its own), so
 /// that it works from any caller: the reloader's thread, `-t --resolve`, a test's runtime.
-pub fn resolve_blocking(config: &Config) -> Result<(Vec<HookConfig>, Vec<Unresolved>), String> {
+pub fn resolve_blocking(
+    config: &Config,
+    nodes: Option<Arc<crate::upstreams::Nodes>>,
+) -> Result<(Vec<HookConfig>, Vec<Unresolved>), String> {
     let config = config.clone();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
-        let mm = MattermostClient::from_config(&config, Arc::new(Stats::default()))
+        let mut mm = MattermostClient::from_config(&config, Arc::new(Stats::default()))
             .map_err(|e| e.to_string())?;
+        if let Some(nodes) = nodes {
+            mm = mm.with_nodes(nodes);
+        }
         Ok(rt.block_on(resolve(&mm, &config.hooks)))
     })
     .join()

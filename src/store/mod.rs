@@ -251,6 +251,24 @@ impl Store {
         sql::Sql::open_config(config).await.map(drop)
     }
 
+    /// [`Store::check`] on a thread and runtime of its own, from any caller (the memory
+    /// store needs no check).
+    pub fn check_blocking(config: &StoreConfig) -> Result<(), StoreError> {
+        if *config == StoreConfig::default() {
+            return Ok(());
+        }
+        let store = config.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| StoreError(e.to_string()))?;
+            rt.block_on(Store::check(&store))
+        })
+        .join()
+        .unwrap_or_else(|_| Err(StoreError("the check panicked".into())))
+    }
+
     /// Opens the store for reading and administration (the CLI): no writer task.
     pub async fn open_for_cli(config: &StoreConfig) -> Result<Option<CliStore>, StoreError> {
         Ok(sql::Sql::open_config(config)
