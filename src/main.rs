@@ -24,6 +24,15 @@ use posthook::logging;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's settings (its `malloc_conf`, read at start; `_RJEM_MALLOC_CONF` in the
+/// environment overrides them): a background thread returns freed memory to the system after
+/// 1 s, idle or not. Without it, memory freed while the process then idles stays with it: 3 000
+/// half-open connections took RSS from 12.6 to 130 MiB and it stayed at 130 MiB after they
+/// closed; with it, back to 17 MiB within 6 s (issue 14).
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 /// Outgoing webhooks for Mattermost, from a proxy in front of it.
 #[derive(Parser)]
 #[command(version, about)]
