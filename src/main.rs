@@ -170,17 +170,22 @@ enum Hooks {
     },
 }
 
+/// The config at `path`; its error printed and `Err(exit status code)` when it does not load.
+fn load(path: &std::path::Path, code: u8) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(code)
+    })
+}
+
 /// Runs a store command: its output on stdout, or its error on stderr (exit 1).
 fn store_command(
     config: &std::path::Path,
     run: impl FnOnce(&Config) -> Result<String, cli::CliError>,
 ) -> ExitCode {
-    let config = match Config::load(config) {
+    let config = match load(config, 1) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     match run(&config) {
         Ok(out) => {
@@ -281,12 +286,9 @@ fn main() -> ExitCode {
             json,
             message,
         }) => {
-            let config = match Config::load(&config) {
+            let config = match load(&config, 2) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             if channel_type
                 .as_deref()
@@ -354,12 +356,9 @@ fn main() -> ExitCode {
         eprintln!("posthook: -c FILE is required (see posthook --help)");
         return ExitCode::from(2);
     };
-    let config = match Config::load(&config_path) {
+    let config = match load(&config_path, 1) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     init_logging(config.log_format, "info");
     let masked = config.hooks_with_masked_secrets();

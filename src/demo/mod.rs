@@ -23,7 +23,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -71,8 +70,8 @@ impl Screen {
     }
 
     /// A post created (or edited) through the embedded API.
-    fn post(&self, dir: &Directory, value: &Value, edited: bool) {
-        let Some((author, channel, post)) = serve::describe_post(dir, value) else {
+    fn post(&self, dir: &Directory, id: &str, edited: bool) {
+        let Some((author, channel, post)) = serve::describe_post(dir, id) else {
             return;
         };
         let is_bot = dir.user(&post.user_id).is_some_and(|u| u.is_bot);

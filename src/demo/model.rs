@@ -73,6 +73,37 @@ pub struct Post {
     pub via_api: bool,
 }
 
+impl Post {
+    /// A new post of `user_id` in `channel_id` (in the thread of `root_id`, `""` for none),
+    /// created now, with every other field as Mattermost fills it for a plain message.
+    pub fn new(user_id: &str, channel_id: &str, root_id: &str, message: &str) -> Post {
+        let now = now_ms();
+        Post {
+            id: new_id(),
+            create_at: now,
+            update_at: now,
+            edit_at: 0,
+            delete_at: 0,
+            is_pinned: false,
+            user_id: user_id.to_string(),
+            channel_id: channel_id.to_string(),
+            root_id: root_id.to_string(),
+            original_id: String::new(),
+            message: message.to_string(),
+            post_type: String::new(),
+            props: json!({}),
+            hashtags: parse_hashtags(message),
+            file_ids: Vec::new(),
+            pending_post_id: String::new(),
+            reply_count: 0,
+            last_reply_at: 0,
+            participants: None,
+            metadata: json!({}),
+            via_api: false,
+        }
+    }
+}
+
 /// Mattermost's `AppError`: the status and the error's id, message and detail.
 #[derive(Clone, Debug)]
 pub struct AppErr {
@@ -213,34 +244,13 @@ impl Directory {
         message: &str,
         root_id: &str,
     ) -> Post {
-        let now = now_ms();
         let mut props = serde_json::Map::new();
         if self.user(user_id).is_some_and(|u| u.is_bot) {
             props.insert("from_bot".to_string(), Value::String("true".to_string()));
         }
-        self.store_post(Post {
-            id: new_id(),
-            create_at: now,
-            update_at: now,
-            edit_at: 0,
-            delete_at: 0,
-            is_pinned: false,
-            user_id: user_id.to_string(),
-            channel_id: channel_id.to_string(),
-            root_id: root_id.to_string(),
-            original_id: String::new(),
-            message: message.to_string(),
-            post_type: String::new(),
-            props: Value::Object(props),
-            hashtags: parse_hashtags(message),
-            file_ids: Vec::new(),
-            pending_post_id: String::new(),
-            reply_count: 0,
-            last_reply_at: 0,
-            participants: None,
-            metadata: json!({}),
-            via_api: false,
-        })
+        let mut post = Post::new(user_id, channel_id, root_id, message);
+        post.props = Value::Object(props);
+        self.store_post(post)
     }
 
     /// Stores a new post and updates the thread root and channel counters.
@@ -419,33 +429,18 @@ pub fn create_post(st: &mut Directory, user: &User, body: &[u8]) -> Result<(Post
     if user.is_bot {
         props.insert("from_bot".to_string(), Value::String("true".to_string()));
     }
-    let now = now_ms();
     let metadata = match priority {
         Some(p) => json!({ "priority": p }),
         None => json!({}),
     };
     let post = Post {
-        id: new_id(),
-        create_at: now,
-        update_at: now,
-        edit_at: 0,
-        delete_at: 0,
-        is_pinned: false,
-        user_id: user.id.clone(),
-        channel_id: channel.id.clone(),
-        root_id,
-        original_id: String::new(),
-        hashtags: parse_hashtags(&message),
-        message,
         post_type,
         props: Value::Object(props),
         file_ids,
         pending_post_id: pending_post_id.clone(),
-        reply_count: 0,
-        last_reply_at: 0,
-        participants: None,
         metadata,
         via_api: true,
+        ..Post::new(&user.id, &channel.id, &root_id, &message)
     };
     let post = st.store_post(post);
     if !pending_post_id.is_empty() {

@@ -33,11 +33,12 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 
 type Resp = Response<Full<Bytes>>;
 
-/// Serves HTTP/1.1 on `listener` with `handle` until the runtime stops.
-pub(super) async fn serve<F, Fut>(listener: TcpListener, handle: F)
+/// Accepts connections on `listener` until the runtime stops, at most [`MAX_CONNECTIONS`]
+/// served at once (the others wait in the kernel's backlog), each by `serve_one`.
+async fn accept<F, Fut>(listener: TcpListener, serve_one: F)
 where
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Resp> + Send + 'static,
+    F: Fn(TcpStream) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
 {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -47,8 +48,23 @@ where
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let handle = handle.clone();
+        let served = serve_one(stream);
         tokio::spawn(async move {
+            served.await;
+            drop(permit);
+        });
+    }
+}
+
+/// Serves HTTP/1.1 on `listener` with `handle` until the runtime stops.
+pub(super) async fn serve<F, Fut>(listener: TcpListener, handle: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Resp> + Send + 'static,
+{
+    accept(listener, |stream| {
+        let handle = handle.clone();
+        async move {
             let service = hyper::service::service_fn(move |req| {
                 let handle = handle.clone();
                 async move { Ok::<_, std::convert::Infallible>(handle(req).await) }
@@ -58,9 +74,9 @@ where
                 .header_read_timeout(TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
-            drop(permit);
-        });
-    }
+        }
+    })
+    .await;
 }
 
 /// A response with `status`, Mattermost's headers and `body` (JSON).
@@ -126,8 +142,11 @@ pub(super) async fn api(
                 let reply = d.answer(&method, &segments, &user, &body);
                 if let Some(Reply::Json(status @ (200 | 201), json)) = &reply {
                     if method != Method::GET && segments.get(2) == Some(&"posts") {
-                        if let Ok(post) = serde_json::from_slice::<Value>(json) {
-                            screen.post(&d, &post, *status == 200);
+                        let id = serde_json::from_slice::<Value>(json)
+                            .ok()
+                            .and_then(|v| v.get("id")?.as_str().map(str::to_string));
+                        if let Some(id) = id {
+                            screen.post(&d, &id, *status == 200);
                         }
                     }
                 }
@@ -179,21 +198,14 @@ pub(super) async fn tap(
     client: Arc<HttpClient>,
     screen: Screen,
 ) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
+    accept(listener, |stream| {
         let (targets, client, screen) = (targets.clone(), client.clone(), screen.clone());
-        tokio::spawn(async move {
+        async move {
             let _ =
                 tokio::time::timeout(TIMEOUT * 2, relay(stream, &targets, &client, &screen)).await;
-            drop(permit);
-        });
-    }
+        }
+    })
+    .await;
 }
 
 /// Reads a request head and its `Content-Length` body (posthook's requests have no other
@@ -335,18 +347,17 @@ async fn relay(mut stream: TcpStream, targets: &[url::Url], client: &HttpClient,
     let _ = stream.shutdown().await;
 }
 
-/// The post `value` as the screen shows it: author, channel, message.
-pub(super) fn describe_post(dir: &Directory, value: &Value) -> Option<(String, String, Post)> {
-    let post: &Post = &dir
-        .posts
-        .iter()
-        .find(|p| Some(p.id.as_str()) == value.get("id").and_then(Value::as_str))?
-        .clone();
+/// Post `id` as the screen shows it: its author's and channel's names, and the post.
+pub(super) fn describe_post<'d>(
+    dir: &'d Directory,
+    id: &str,
+) -> Option<(&'d str, &'d str, &'d Post)> {
+    let post = dir.posts.iter().find(|p| p.id == id)?;
     let author = dir
         .user(&post.user_id)
-        .map_or_else(|| post.user_id.clone(), |u| u.username.clone());
+        .map_or(post.user_id.as_str(), |u| u.username.as_str());
     let channel = dir
         .channel(&post.channel_id)
-        .map_or_else(|| post.channel_id.clone(), |c| c.name.clone());
-    Some((author, channel, post.clone()))
+        .map_or(post.channel_id.as_str(), |c| c.name.as_str());
+    Some((author, channel, post))
 }
