@@ -20,6 +20,7 @@ use thiserror::Error;
 
 use crate::config::Config;
 use crate::dispatch::{Dispatcher, IdleProbe};
+use crate::edge::{self, EdgeService, EdgeSettings};
 use crate::live::{restart_only_changes, Live, LiveConfig};
 use crate::mattermost::{ApiError, MattermostClient};
 use crate::metrics::MetricsApp;
@@ -245,15 +246,20 @@ pub fn build(config: &Config, options: Options) -> Result<(Server, Handle), Buil
         server.add_service(crate::metrics::service(addr, app));
     }
     // As for metrics_listen: a taken port is an error here, not a panic in Pingora's thread.
-    std::net::TcpListener::bind(config.listen).map_err(|error| BuildError::Listen {
+    let socket = edge::bind(config.listen).map_err(|error| BuildError::Listen {
         addr: config.listen,
         error,
     })?;
     let proxy = Proxy::new(config, live.clone(), handle, stats.clone(), nodes.clone());
     let in_flight = proxy.in_flight();
-    let mut service = pingora::proxy::http_proxy_service(&server.configuration, proxy);
-    service.add_tcp(&config.listen.to_string());
-    server.add_service(service);
+    let app = pingora::proxy::http_proxy(&server.configuration, proxy);
+    let edge = EdgeSettings {
+        header_timeout: config.server.header_timeout,
+        keepalive_timeout: config.server.keepalive_timeout,
+        body_timeout: config.server.body_timeout,
+        max_connections: config.limits.max_connections,
+    };
+    server.add_service(EdgeService::new(socket, app, edge, stats.clone()));
     server.add_service(background_service("webhook dispatcher", dispatcher));
     let handle = Handle {
         stats: stats.clone(),

@@ -24,6 +24,8 @@
 //!   [`app::spawn`]).
 //! - [`metrics`]: the optional Prometheus endpoint (`metrics_listen`) over [`stats`].
 //! - [`proxy`]: the Pingora `ProxyHttp`: passthrough, observation, fail-open.
+//! - [`edge`]: the accept loop in front of Pingora's sessions: the connection cap, the
+//!   request head and keep-alive deadlines, body timeouts; no session before a complete head.
 //! - [`dispatch`]: the background service, in stages: admit → resolve channel → match →
 //!   fan out → resolve names → deliver; [`dispatch::queue`] is the bounded hand-over from the
 //!   proxy, `due` the exactly-once accounting, `created` the decoding of the 201.
@@ -56,6 +58,8 @@ pub mod cli;
 pub mod dryrun;
 pub mod metrics;
 pub mod proxy;
+
+pub mod edge;
 
 pub mod dispatch;
 pub mod live;

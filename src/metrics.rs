@@ -218,6 +218,29 @@ pub fn render(s: &Snapshot, queue: QueueReading) -> String {
     );
     gauge(
         w,
+        "posthook_connections_open",
+        "Client connections open now (limits.max_connections bounds them).",
+        s.connections_open,
+    );
+    counter(
+        w,
+        "posthook_connections_refused_total",
+        "Client connections closed at once because limits.max_connections were open.",
+        s.connections_refused,
+    );
+    labelled(
+        w,
+        "posthook_connection_timeouts_total",
+        "counter",
+        "Client connections closed by a timeout: header (no complete request head within server.header_timeout_seconds), keepalive (no next request within server.keepalive_timeout_seconds).",
+        "phase",
+        &[
+            ("header", s.header_timeouts),
+            ("keepalive", s.keepalive_timeouts),
+        ],
+    );
+    gauge(
+        w,
         "posthook_queue_depth",
         "Created posts waiting in the dispatch queue.",
         queue.depth as u64,
@@ -379,6 +402,9 @@ mod tests {
             ("posthook_lookup_failures_total", "counter"),
             ("posthook_lookup_cache_hits_total", "counter"),
             ("posthook_name_failures_total", "counter"),
+            ("posthook_connections_open", "gauge"),
+            ("posthook_connections_refused_total", "counter"),
+            ("posthook_connection_timeouts_total", "counter"),
         ] {
             assert!(
                 text.contains(&format!("# TYPE {name} {kind}\n")),

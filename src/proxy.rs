@@ -305,8 +305,12 @@ impl ProxyHttp for Proxy {
         if let Err(e) = add_forwarded_headers(session.req_header_mut(), client.as_ref()) {
             debug!("could not add X-Forwarded-For: {e}");
         }
-        // A websocket lives as long as the user's tab: it must not hold up a shutdown.
-        if !session.is_upgrade_req() {
+        // A websocket lives as long as the user's tab: it must not hold up a shutdown, and it
+        // may stay quiet as long as it likes (no read timeout; a write must still progress
+        // within the body timeout the edge set).
+        if session.is_upgrade_req() {
+            session.as_downstream_mut().set_read_timeout(None);
+        } else {
             self.in_flight.fetch_add(1, Ordering::SeqCst);
             ctx.counted = true;
         }

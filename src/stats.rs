@@ -106,6 +106,17 @@ counters! {
     lookup_cache_hits,
     /// Hook names (`team`, `channel`) that did not resolve, one per name per attempt.
     name_failures,
+    /// Client connections open now (a level, not a total: up one when accepted, down one
+    /// when closed).
+    connections_open,
+    /// Client connections closed at once because `limits.max_connections` were open.
+    connections_refused,
+    /// Client connections closed because their request head was not complete within
+    /// `server.header_timeout_seconds`.
+    header_timeouts,
+    /// Client connections closed after waiting `server.keepalive_timeout_seconds` for their
+    /// next request.
+    keepalive_timeouts,
 }
 
 impl Stats {

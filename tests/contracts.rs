@@ -170,6 +170,10 @@ const KEYS: &[(&str, &str, Kind)] = &[
     ("hooks", "exclude_bots", Kind::Flag),
     ("hooks", "trigger_pattern", Kind::Text),
     ("hooks", "payload_extras", Kind::Flag),
+    ("server", "header_timeout_seconds", Kind::Seconds),
+    ("server", "keepalive_timeout_seconds", Kind::Seconds),
+    ("server", "body_timeout_seconds", Kind::Seconds),
+    ("limits", "max_connections", Kind::Whole),
 ];
 
 /// A config whose only fault is `key` (in `section`) set to `value`; returns it with the line

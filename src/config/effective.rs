@@ -112,6 +112,13 @@ impl Config {
             "  upstream_keepalive_pool_size: {}",
             v.upstream_keepalive_pool_size
         )?;
+        for (key, value) in [
+            ("header_timeout_seconds", v.header_timeout),
+            ("keepalive_timeout_seconds", v.keepalive_timeout),
+            ("body_timeout_seconds", v.body_timeout),
+        ] {
+            writeln!(w, "  {key}: {}", value.as_secs())?;
+        }
         let l = &self.limits;
         writeln!(w, "limits:")?;
         for (key, value) in [
@@ -134,6 +141,8 @@ impl Config {
             ("lookup_cache_max_entries", l.lookup_cache_max_entries),
             ("lookup_timeout_seconds", l.lookup_timeout.as_secs()),
             ("max_pending_deliveries", l.max_pending_deliveries as u64),
+            ("name_refresh_seconds", l.name_refresh.as_secs()),
+            ("max_connections", l.max_connections as u64),
         ] {
             writeln!(w, "  {key}: {value}")?;
         }

@@ -57,6 +57,9 @@ pub struct Server {
     pub graceful_shutdown_timeout_seconds: Option<Spanned<u64>>,
     pub upstream_connect_timeout_seconds: Option<Spanned<u64>>,
     pub upstream_keepalive_pool_size: Option<Spanned<u64>>,
+    pub header_timeout_seconds: Option<Spanned<u64>>,
+    pub keepalive_timeout_seconds: Option<Spanned<u64>>,
+    pub body_timeout_seconds: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -73,6 +76,7 @@ pub struct Limits {
     pub lookup_timeout_seconds: Option<Spanned<u64>>,
     pub name_refresh_seconds: Option<Spanned<u64>>,
     pub max_pending_deliveries: Option<Spanned<u64>>,
+    pub max_connections: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -191,6 +195,9 @@ pub fn expected(key: &str) -> Option<&'static str> {
         | "grace_period_seconds"
         | "graceful_shutdown_timeout_seconds"
         | "upstream_connect_timeout_seconds"
+        | "header_timeout_seconds"
+        | "keepalive_timeout_seconds"
+        | "body_timeout_seconds"
         | "lookup_cache_ttl_seconds"
         | "lookup_timeout_seconds"
         | "name_refresh_seconds"

@@ -373,6 +373,12 @@ pub struct ServerSettings {
     pub graceful_shutdown_timeout: Duration,
     pub upstream_connect_timeout: Duration,
     pub upstream_keepalive_pool_size: usize,
+    /// The whole request head must arrive within this (`header_timeout_seconds`).
+    pub header_timeout: Duration,
+    /// How long a client connection may wait for its next request; zero: no keep-alive.
+    pub keepalive_timeout: Duration,
+    /// Each read or write of a client's request or response body must progress within this.
+    pub body_timeout: Duration,
 }
 
 /// Bounds on every buffer, queue, task set and cache posthook keeps.
@@ -395,6 +401,8 @@ pub struct Limits {
     /// Deliveries waiting for a retry at once; beyond it, a delivery that would wait is
     /// dropped (counted) instead.
     pub max_pending_deliveries: usize,
+    /// Client connections open at once; beyond it, new ones are closed at once (counted).
+    pub max_connections: usize,
 }
 
 /// The upstream Mattermost server.
@@ -563,6 +571,10 @@ pub mod defaults {
     pub const LOOKUP_TIMEOUT_SECS: u64 = 10;
     pub const NAME_REFRESH_SECS: u64 = 300;
     pub const MAX_PENDING_DELIVERIES: u64 = 100_000;
+    pub const HEADER_TIMEOUT_SECS: u64 = 30;
+    pub const KEEPALIVE_TIMEOUT_SECS: u64 = 75;
+    pub const BODY_TIMEOUT_SECS: u64 = 60;
+    pub const MAX_CONNECTIONS: u64 = 10_000;
 }
 
 #[cfg(test)]

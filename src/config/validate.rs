@@ -275,6 +275,10 @@ impl Validator<'_> {
     }
 
     fn server(&self, s: &file::Server) -> Result<ServerSettings, ConfigError> {
+        let secs = |v: &Option<Spanned<u64>>, key: &str, default: u64, min: u64| {
+            let n = self.number(v, &format!("server.{key}"), default, min, 3600)?;
+            Ok::<_, ConfigError>(Duration::from_secs(n))
+        };
         Ok(ServerSettings {
             threads: self.number(&s.threads, "server.threads", defaults::THREADS, 1, 256)? as usize,
             grace_period: Duration::from_secs(self.number(
@@ -305,6 +309,24 @@ impl Validator<'_> {
                 0,
                 1_000_000,
             )? as usize,
+            header_timeout: secs(
+                &s.header_timeout_seconds,
+                "header_timeout_seconds",
+                defaults::HEADER_TIMEOUT_SECS,
+                1,
+            )?,
+            keepalive_timeout: secs(
+                &s.keepalive_timeout_seconds,
+                "keepalive_timeout_seconds",
+                defaults::KEEPALIVE_TIMEOUT_SECS,
+                0,
+            )?,
+            body_timeout: secs(
+                &s.body_timeout_seconds,
+                "body_timeout_seconds",
+                defaults::BODY_TIMEOUT_SECS,
+                1,
+            )?,
         })
     }
 
@@ -352,6 +374,13 @@ impl Validator<'_> {
                 defaults::MAX_PENDING_DELIVERIES,
                 0,
                 100_000_000,
+            )? as usize,
+            max_connections: self.number(
+                &l.max_connections,
+                "limits.max_connections",
+                defaults::MAX_CONNECTIONS,
+                1,
+                10_000_000,
             )? as usize,
             max_idle_connections_per_host: self.number(
                 &l.max_idle_connections_per_host,

@@ -1,0 +1,239 @@
+//! The edge: posthook's own accept loop in front of Pingora's HTTP/1 sessions, so that hostile
+//! or broken clients cost little and cannot stay for ever.
+//!
+//! Pingora's listening service gives every accepted connection a full proxy session at once
+//! and bounds a request head only per read (a client trickling one header line at a time
+//! stays as long as it likes). Here, instead:
+//!
+//! - at most `limits.max_connections` connections are open; one more is closed at once
+//!   (counted), so that existing users keep working and a refused client learns it now;
+//! - a connection holds no session until its request head is complete in the kernel's socket
+//!   buffer ([`head::wait`]): the head has `server.header_timeout_seconds` in all, the wait
+//!   between requests `server.keepalive_timeout_seconds`;
+//! - each request then runs through Pingora's own HTTP/1 code ([`HttpServerApp`]), with
+//!   `server.body_timeout_seconds` for each read and write of a body (an upload that moves is
+//!   never cut; a websocket keeps its own rule: no idle timeout, see `proxy`).
+
+mod head;
+mod stream;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use log::{debug, error, info, warn};
+use pingora::apps::{HttpPersistentSettings, HttpServerApp};
+use pingora::protocols::http::ServerSession;
+use pingora::server::{ListenFds, ShutdownWatch};
+use pingora::services::Service;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::stats::Stats;
+
+pub use head::complete as head_complete;
+use stream::ClientStream;
+
+/// The listen backlog asked of the kernel (which caps it at `net.core.somaxconn`): Pingora's.
+const BACKLOG: u32 = 65_535;
+
+/// How the edge treats connections (from `server` and `limits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EdgeSettings {
+    /// The whole request head must arrive within this, from the connection's start or from
+    /// the first byte of a later request.
+    pub header_timeout: Duration,
+    /// How long a connection may wait for its next request; zero: no keep-alive.
+    pub keepalive_timeout: Duration,
+    /// Each read or write of a request or response body must progress within this.
+    pub body_timeout: Duration,
+    /// Connections open at once; beyond it, new ones are closed at once.
+    pub max_connections: usize,
+}
+
+/// Binds `addr` now (so that a taken port fails the start), listening once the service runs.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpSocket> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    Ok(socket)
+}
+
+/// The proxy's listening service: the accept loop and each connection's life.
+pub struct EdgeService<A> {
+    name: String,
+    socket: Option<TcpSocket>,
+    app: Option<Arc<A>>,
+    settings: EdgeSettings,
+    stats: Arc<Stats>,
+}
+
+impl<A> EdgeService<A> {
+    pub fn new(socket: TcpSocket, app: A, settings: EdgeSettings, stats: Arc<Stats>) -> Self {
+        EdgeService {
+            name: "posthook proxy".into(),
+            socket: Some(socket),
+            app: Some(Arc::new(app)),
+            settings,
+            stats,
+        }
+    }
+}
+
+#[async_trait]
+impl<A: HttpServerApp + Send + Sync + 'static> Service for EdgeService<A> {
+    async fn start_service(
+        &mut self,
+        _fds: Option<ListenFds>,
+        mut shutdown: ShutdownWatch,
+        _listeners_per_fd: usize,
+    ) {
+        let (Some(socket), Some(app)) = (self.socket.take(), self.app.take()) else {
+            return;
+        };
+        let listener = match socket.listen(BACKLOG) {
+            Ok(l) => l,
+            Err(e) => {
+                error!("cannot listen: {e}");
+                return;
+            }
+        };
+        let slots = Arc::new(Semaphore::new(self.settings.max_connections));
+        accept_loop(
+            &listener,
+            &app,
+            &slots,
+            self.settings,
+            &self.stats,
+            &mut shutdown,
+        )
+        .await;
+        info!("no longer accepting connections");
+        // Wakes sessions that Pingora holds waiting (none between requests: those are ours).
+        app.http_cleanup().await;
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+async fn accept_loop<A: HttpServerApp + Send + Sync + 'static>(
+    listener: &TcpListener,
+    app: &Arc<A>,
+    slots: &Arc<Semaphore>,
+    settings: EdgeSettings,
+    stats: &Arc<Stats>,
+    shutdown: &mut ShutdownWatch,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    return;
+                }
+                continue;
+            }
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    // Full: closed now rather than left waiting (see the README).
+                    stats.connections_refused.fetch_add(1, Ordering::Relaxed);
+                    drop(tcp);
+                    continue;
+                };
+                let _ = tcp.set_nodelay(true);
+                let conn = Conn {
+                    app: app.clone(),
+                    settings,
+                    stats: stats.clone(),
+                    _slot: slot,
+                };
+                conn.stats.connections_open.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(conn.serve(ClientStream::new(tcp, peer), shutdown.clone()));
+            }
+            Err(e) => {
+                // Out of file descriptors (or another passing failure): wait instead of spinning.
+                warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// One client connection: its slot under the cap, released when it ends.
+struct Conn<A> {
+    app: Arc<A>,
+    settings: EdgeSettings,
+    stats: Arc<Stats>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl<A> Drop for Conn<A> {
+    fn drop(&mut self) {
+        self.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl<A: HttpServerApp + Send + Sync + 'static> Conn<A> {
+    /// Requests one after another on one connection, as Pingora's own loop runs them, each
+    /// started only once its head is complete.
+    async fn serve(self, mut client: ClientStream, mut shutdown: ShutdownWatch) {
+        let s = self.settings;
+        let mut persistent: Option<HttpPersistentSettings> = None;
+        let mut idle = None;
+        loop {
+            match head::wait(&client.tcp, idle, s.header_timeout, &mut shutdown).await {
+                head::Wait::Ready => {}
+                head::Wait::HeaderTimeout => {
+                    self.stats.header_timeouts.fetch_add(1, Ordering::Relaxed);
+                    debug!("closing a connection: no complete request head in time");
+                    return;
+                }
+                head::Wait::IdleTimeout => {
+                    self.stats
+                        .keepalive_timeouts
+                        .fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                head::Wait::Closed | head::Wait::Shutdown => return,
+            }
+            let mut session = ServerSession::new_http1(Box::new(client));
+            match persistent.take() {
+                Some(p) => p.apply_to_session(&mut session),
+                None => session.set_keepalive_reuses_remaining(
+                    self.app
+                        .server_options()
+                        .and_then(|o| o.keepalive_request_limit),
+                ),
+            }
+            // Pingora's keep-alive value bounds each read of a head longer than the peeked
+            // window; the wait between requests is ours.
+            if *shutdown.borrow() || s.keepalive_timeout.is_zero() {
+                session.set_keepalive(None);
+            } else {
+                session.set_keepalive(Some(s.header_timeout.as_secs().max(1)));
+            }
+            session.set_read_timeout(Some(s.body_timeout));
+            session.set_write_timeout(Some(s.body_timeout));
+            let Some(reused) = self.app.process_new_http(session, &shutdown).await else {
+                return;
+            };
+            let (stream, settings) = reused.consume();
+            persistent = settings;
+            match stream.into_any().downcast::<ClientStream>() {
+                Ok(c) => client = *c,
+                Err(_) => return,
+            }
+            idle = Some(s.keepalive_timeout);
+        }
+    }
+}
