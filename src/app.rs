@@ -257,7 +257,7 @@ pub fn build(config: &Config, options: Options) -> Result<(Server, Handle), Buil
         header_timeout: config.server.header_timeout,
         keepalive_timeout: config.server.keepalive_timeout,
         body_timeout: config.server.body_timeout,
-        max_connections: config.limits.max_connections,
+        max_connections: edge::connection_cap(config.limits.max_connections),
     };
     server.add_service(EdgeService::new(socket, app, edge, stats.clone()));
     server.add_service(background_service("webhook dispatcher", dispatcher));

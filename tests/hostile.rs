@@ -27,14 +27,24 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
-/// This process's soft limit of open files.
-fn open_files_limit() -> u64 {
-    std::fs::read_to_string("/proc/self/limits")
-        .unwrap()
+/// A process's limits of open files (soft, hard).
+fn open_files_limits(pid: &str) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = text
         .lines()
         .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
-        .unwrap_or(1024)
+        .unwrap();
+    let mut fields = line.split_whitespace().skip(3);
+    let mut next = || fields.next().unwrap().parse().unwrap();
+    (next(), next())
+}
+
+/// This process's limit of open files, its soft limit raised to its hard one first.
+fn open_files_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    open_files_limits("self").0
 }
 
 /// Opens `n` connections to `addr` that each send `bytes` (from a blocking thread).
@@ -178,6 +188,11 @@ struct Edge {
 
 impl Edge {
     async fn start(server: &str, limits: &str) -> Edge {
+        Edge::start_after(server, limits, "").await
+    }
+
+    /// Started after the shell command `setup` (see [`Proc::start_after`]).
+    async fn start_after(server: &str, limits: &str, setup: &str) -> Edge {
         let mm = standin().await;
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -185,7 +200,7 @@ impl Edge {
             "listen: \"{addr}\"\nmetrics_listen: \"{metrics}\"\nupstream: \"{}\"\nbot_token: \"{BOT_TOKEN}\"\nserver:\n  grace_period_seconds: 0\n{server}limits:\n  lookup_timeout_seconds: 10\n{limits}hooks: []\n",
             mm.base_url()
         );
-        let p = Proc::start(&config, addr).await;
+        let p = Proc::start_after(&config, addr, setup).await;
         Edge { mm, p, metrics }
     }
 
@@ -509,4 +524,43 @@ async fn a_flood_beyond_the_cap_is_refused_while_a_client_keeps_posting() {
             "new connections still refused after the flood closed"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_low_open_files_limit_keeps_room_for_posthooks_own_connections() {
+    // Under an open files limit of 400 (soft and hard) and the default cap of 10 000, posthook
+    // caps client connections at 300, so that a flood of 600 leaves it the descriptors it
+    // needs itself: its metrics endpoint answers, and posts from clients already connected
+    // reach Mattermost on new upstream connections.
+    let edge = Edge::start_after("", "", "ulimit -n 400").await;
+    edge.p
+        .wait_log("at most 300 client connections, not limits.max_connections = 10000")
+        .await;
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        clients.push(RawConn::connect(edge.p.addr).await);
+    }
+    let flood = open(
+        edge.p.addr,
+        600,
+        b"POST /api/v4/posts HTTP/1.1\r\nHost: x\r\nContent-Ty",
+    )
+    .await;
+    wait_open(&edge, 300).await;
+    // Twenty posts at once: more than the one upstream connection the pool has.
+    let statuses = futures_util::future::join_all(clients.iter_mut().map(post)).await;
+    assert_eq!(statuses, vec![201; 20]);
+    let refused = edge.metric("posthook_connections_refused_total").await;
+    eprintln!(
+        "open files limit 400: 300 connections open, {refused} refused; 20 posts at once: 201"
+    );
+    assert!(refused >= 320, "{refused} refused of 620 against 300");
+    drop(flood);
+    // A soft limit below the hard one is raised to it.
+    drop(edge);
+    let edge = Edge::start_after("", "", "ulimit -Sn 256").await;
+    let pid = edge.p.child.id().to_string();
+    let (soft, hard) = open_files_limits(&pid);
+    assert_eq!(soft, hard, "the soft limit of open files was not raised");
+    edge.p.wait_log("open files limit raised from 256").await;
 }

@@ -39,6 +39,47 @@ use stream::ClientStream;
 /// The listen backlog asked of the kernel (which caps it at `net.core.somaxconn`): Pingora's.
 const BACKLOG: u32 = 65_535;
 
+/// File descriptors kept for posthook's own use when the open files limit is what bounds
+/// client connections: connections to Mattermost and to webhooks, the store, the metrics
+/// listener. A quarter of a small limit.
+const RESERVED_FDS: u64 = 1024;
+
+/// Raises this process's soft limit of open files to its hard limit (as Go's runtime does:
+/// the soft 1 024 that service managers set exists for `select()`, which nothing here uses)
+/// and returns how many client connections may be open at once: `max_connections`, or fewer
+/// when the limit leaves no room for them beside posthook's own connections, with a warning
+/// (a flood would otherwise use up the descriptors posthook needs to reach Mattermost).
+pub fn connection_cap(max_connections: usize) -> usize {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(limits) => limits,
+        Err(e) => {
+            warn!("cannot read the open files limit: {e}");
+            return max_connections;
+        }
+    };
+    let mut limit = soft;
+    if soft < hard {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => {
+                info!("open files limit raised from {soft} to {hard}");
+                limit = hard;
+            }
+            Err(e) => warn!("cannot raise the open files limit from {soft} to {hard}: {e}"),
+        }
+    }
+    let room = limit.saturating_sub(RESERVED_FDS.min(limit / 4)).max(1);
+    if (max_connections as u64) <= room {
+        return max_connections;
+    }
+    warn!(
+        "at most {room} client connections, not limits.max_connections = {max_connections}: \
+         the open files limit is {limit} (raise it, e.g. systemd's LimitNOFILE={})",
+        max_connections as u64 + RESERVED_FDS
+    );
+    usize::try_from(room).unwrap_or(max_connections)
+}
+
 /// How the edge treats connections (from `server` and `limits`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EdgeSettings {

@@ -22,6 +22,12 @@ pub struct Proc {
 
 impl Proc {
     pub async fn start(config: &str, addr: std::net::SocketAddr) -> Proc {
+        Proc::start_after(config, addr, "").await
+    }
+
+    /// Like [`Proc::start`], with the shell command `setup` run first in the process that
+    /// becomes posthook (e.g. `ulimit -n 400`).
+    pub async fn start_after(config: &str, addr: std::net::SocketAddr, setup: &str) -> Proc {
         let dir = std::env::temp_dir().join(format!(
             "posthook-life-{}-{}",
             std::process::id(),
@@ -30,8 +36,21 @@ impl Proc {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("posthook.yaml");
         std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(BIN)
-            .args(["-c", path.to_str().unwrap()])
+        let mut command = if setup.is_empty() {
+            let mut c = Command::new(BIN);
+            c.args(["-c", path.to_str().unwrap()]);
+            c
+        } else {
+            let mut c = Command::new("sh");
+            c.args([
+                "-c",
+                &format!("{setup} && exec \"$0\" -c \"$1\""),
+                BIN,
+                path.to_str().unwrap(),
+            ]);
+            c
+        };
+        let mut child = command
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
