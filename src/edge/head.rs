@@ -1,20 +1,23 @@
-//! Waiting for a request head without holding a session for it: the head is *peeked* in the
-//! kernel's socket buffer (nothing is read, nothing is allocated per connection) until it is
-//! complete, the client gives up, or a deadline passes. Only then does Pingora get the
-//! connection, with the whole head waiting for it.
+//! Waiting for a request without holding a session for it. A new connection's first head is
+//! *peeked* in the kernel's socket buffer (nothing is read, nothing is allocated per
+//! connection) until it is complete, the client gives up, or its deadline passes: only then
+//! does Pingora get the connection, with the whole head waiting for it. Between keep-alive
+//! requests the wait is for readability alone (a peek per request would cost the proxy a
+//! system call each time): the head that follows is held to its deadline as it is read.
 
 use std::cell::RefCell;
 use std::io;
+use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use pingora::server::ShutdownWatch;
 use tokio::io::{Interest, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::{Instant, Sleep};
 
 /// How much of a head is looked at. A head still incomplete at this size is handed to
-/// Pingora as it is (which reads on, up to its own limit, with the head's deadline per read):
+/// Pingora as it is (which reads on, up to its own limit, the head's deadline still running):
 /// real heads are a few KiB, cookies included.
 pub const WINDOW: usize = 64 * 1024;
 
@@ -30,7 +33,7 @@ pub enum Wait {
     Ready,
     /// The client closed before a complete head (or said nothing and closed).
     Closed,
-    /// Idle between requests for the whole keep-alive timeout.
+    /// Idle between requests for the whole keep-alive timeout ([`idle`]).
     IdleTimeout,
     /// The head was not complete within the header timeout.
     HeaderTimeout,
@@ -38,13 +41,11 @@ pub enum Wait {
     Shutdown,
 }
 
-/// Waits until `tcp` holds a complete request head. `idle`: the keep-alive timeout, which
-/// runs until the first byte; then (or from the start without `idle`) the whole head has
-/// `header` to arrive, however it trickles.
+/// Waits until `tcp` holds a complete first request head, which has `header` to arrive in
+/// all, however it trickles. `timer` is the connection's one timer (made with that deadline).
 pub async fn wait(
     tcp: &TcpStream,
-    idle: Option<Duration>,
-    header: Duration,
+    timer: &mut Pin<Box<Sleep>>,
     shutdown: &mut ShutdownWatch,
 ) -> Wait {
     let mut seen = 0;
@@ -55,19 +56,10 @@ pub async fn wait(
         Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Wait::Closed,
         Err(_) => {}
     }
-    let mut idling = idle.is_some() && seen == 0;
-    let mut deadline = Instant::now()
-        + if idling {
-            idle.unwrap_or(header)
-        } else {
-            header
-        };
     loop {
         let ready = tokio::select! {
             ready = tcp.ready(Interest::READABLE) => ready,
-            _ = sleep_until(deadline) => {
-                return if idling { Wait::IdleTimeout } else { Wait::HeaderTimeout };
-            }
+            _ = timer.as_mut() => return Wait::HeaderTimeout,
             changed = shutdown.changed() => {
                 if changed.is_err() || *shutdown.borrow() {
                     return Wait::Shutdown;
@@ -84,14 +76,38 @@ pub async fn wait(
             Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Wait::Closed,
             Err(_) => {}
         }
-        if idling && seen > 0 {
-            idling = false;
-            deadline = Instant::now() + header;
-        }
         // Half a head and the client's side closed: it can never complete.
         if ready.is_read_closed() {
             return Wait::Closed;
         }
+    }
+}
+
+/// Waits, at most `keepalive`, until `tcp` has something to read (the next request, or the
+/// client's end): no peeking, as the keep-alive request that follows is read by Pingora with
+/// its head watched by the stream ([`super::stream::ClientStream`]). `Ready`, `IdleTimeout`,
+/// `Shutdown` or `Closed` (the socket failed).
+pub async fn idle(
+    tcp: &TcpStream,
+    keepalive: Duration,
+    timer: &mut Pin<Box<Sleep>>,
+    shutdown: &mut ShutdownWatch,
+) -> Wait {
+    timer.as_mut().reset(Instant::now() + keepalive);
+    loop {
+        return tokio::select! {
+            ready = tcp.ready(Interest::READABLE) => match ready {
+                Ok(_) => Wait::Ready,
+                Err(_) => Wait::Closed,
+            },
+            _ = timer.as_mut() => Wait::IdleTimeout,
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    return Wait::Shutdown;
+                }
+                continue;
+            }
+        };
     }
 }
 
@@ -132,27 +148,67 @@ fn peek(tcp: &TcpStream, seen: &mut usize) -> io::Result<Peeked> {
 /// Whether `bytes` hold a complete HTTP/1 head: some line, then an empty one (`\r\n` or a
 /// bare `\n`, as Pingora's parser accepts). Empty lines before the request line do not count.
 pub fn complete(bytes: &[u8]) -> bool {
-    let mut start = 0;
-    let mut some_line = false;
-    for (i, &b) in bytes.iter().enumerate() {
-        if b != b'\n' {
-            continue;
+    Scan::default().feed(bytes)
+}
+
+/// The same test over a head that comes in pieces (as Pingora reads it).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Scan {
+    /// A line with something in it has ended.
+    some_line: bool,
+    /// Bytes on the current line, not counting one `\r` before its `\n`.
+    line: usize,
+    /// The current line's last byte was a `\r`.
+    cr: bool,
+}
+
+impl Scan {
+    /// Takes the next bytes; true once the head is complete (what follows is not looked at).
+    pub fn feed(&mut self, bytes: &[u8]) -> bool {
+        for &b in bytes {
+            if b == b'\n' {
+                if self.line > 0 {
+                    self.some_line = true;
+                } else if self.some_line {
+                    return true;
+                }
+                self.line = 0;
+                self.cr = false;
+            } else {
+                // A `\r` counts only once another byte follows it on the line.
+                if self.cr {
+                    self.line += 1;
+                }
+                self.cr = b == b'\r';
+                if !self.cr {
+                    self.line += 1;
+                }
+            }
         }
-        let line = &bytes[start..i];
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if !line.is_empty() {
-            some_line = true;
-        } else if some_line {
-            return true;
-        }
-        start = i + 1;
+        false
     }
-    false
 }
 
 #[cfg(test)]
 mod tests {
-    use super::complete;
+    use super::{complete, Scan};
+
+    #[test]
+    fn a_head_in_pieces_is_complete_where_it_is_whole() {
+        let head = b"\r\nPOST /api/v4/posts HTTP/1.1\r\nHost: x\nX: \r\r\n\r\nbody";
+        for cut in 0..head.len() {
+            for step in 1..4 {
+                let mut scan = Scan::default();
+                let mut done = scan.feed(&head[..cut]);
+                for piece in head[cut..].chunks(step) {
+                    done = done || scan.feed(piece);
+                }
+                assert!(done, "cut at {cut}, pieces of {step}");
+            }
+            let whole = head.len() - 4; // up to the end of the empty line
+            assert_eq!(complete(&head[..cut]), cut >= whole, "{cut}");
+        }
+    }
 
     #[test]
     fn a_head_is_complete_at_its_empty_line() {
@@ -167,5 +223,7 @@ mod tests {
         assert!(!complete(
             b"POST /api/v4/posts HTTP/1.1\r\nHost: x\r\nContent-Ty"
         ));
+        assert!(complete(b"GET / HTTP/1.1\r\nX: \r\r\n\r\n"));
+        assert!(!complete(b"GET / HTTP/1.1\r\n\r\r\n"));
     }
 }

@@ -7,9 +7,12 @@
 //!
 //! - at most `limits.max_connections` connections are open; one more is closed at once
 //!   (counted), so that existing users keep working and a refused client learns it now;
-//! - a connection holds no session until its request head is complete in the kernel's socket
-//!   buffer ([`head::wait`]): the head has `server.header_timeout_seconds` in all, the wait
-//!   between requests `server.keepalive_timeout_seconds`;
+//! - a new connection holds no session until its first request head is complete in the
+//!   kernel's socket buffer ([`head::wait`]), and an idle keep-alive connection none until its
+//!   next request starts to arrive ([`head::idle`]); each head has
+//!   `server.header_timeout_seconds` in all (a keep-alive request's head is held to it by the
+//!   stream as Pingora reads it, [`ClientStream::expect_head`]), the wait between requests
+//!   `server.keepalive_timeout_seconds`;
 //! - each request then runs through Pingora's own HTTP/1 code ([`HttpServerApp`]), with
 //!   `server.body_timeout_seconds` for each read and write of a body (an upload that moves is
 //!   never cut; a websocket keeps its own rule: no idle timeout, see `proxy`).
@@ -18,9 +21,10 @@ mod head;
 mod stream;
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use log::{debug, error, info, warn};
@@ -28,8 +32,9 @@ use pingora::apps::{HttpPersistentSettings, HttpServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::server::{ListenFds, ShutdownWatch};
 use pingora::services::Service;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
 
 use crate::stats::Stats;
 
@@ -199,7 +204,7 @@ async fn accept_loop<A: HttpServerApp + Send + Sync + 'static>(
                     _slot: slot,
                 };
                 conn.stats.connections_open.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(conn.serve(ClientStream::new(tcp, peer), shutdown.clone()));
+                tokio::spawn(conn.serve(tcp, peer, shutdown.clone()));
             }
             Err(e) => {
                 // Out of file descriptors (or another passing failure): wait instead of spinning.
@@ -227,26 +232,18 @@ impl<A> Drop for Conn<A> {
 impl<A: HttpServerApp + Send + Sync + 'static> Conn<A> {
     /// Requests one after another on one connection, as Pingora's own loop runs them, each
     /// started only once its head is complete.
-    async fn serve(self, mut client: ClientStream, mut shutdown: ShutdownWatch) {
+    async fn serve(self, tcp: TcpStream, peer: SocketAddr, mut shutdown: ShutdownWatch) {
         let s = self.settings;
+        let accepted = SystemTime::now();
+        let mut timer = Box::pin(tokio::time::sleep(s.header_timeout));
+        if !self.head(&tcp, &mut timer, &mut shutdown).await {
+            return;
+        }
+        let mut client = ClientStream::new(tcp, peer, accepted, timer, self.stats.clone());
+        // Complete in the socket, or the first 64 KiB of a longer one: its deadline stands.
+        client.expect_head(None);
         let mut persistent: Option<HttpPersistentSettings> = None;
-        let mut idle = None;
         loop {
-            match head::wait(&client.tcp, idle, s.header_timeout, &mut shutdown).await {
-                head::Wait::Ready => {}
-                head::Wait::HeaderTimeout => {
-                    self.stats.header_timeouts.fetch_add(1, Ordering::Relaxed);
-                    debug!("closing a connection: no complete request head in time");
-                    return;
-                }
-                head::Wait::IdleTimeout => {
-                    self.stats
-                        .keepalive_timeouts
-                        .fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-                head::Wait::Closed | head::Wait::Shutdown => return,
-            }
             let mut session = ServerSession::new_http1(Box::new(client));
             match persistent.take() {
                 Some(p) => p.apply_to_session(&mut session),
@@ -274,7 +271,40 @@ impl<A: HttpServerApp + Send + Sync + 'static> Conn<A> {
                 Ok(c) => client = *c,
                 Err(_) => return,
             }
-            idle = Some(s.keepalive_timeout);
+            // The next request: the stream holds its head to the deadline as Pingora reads
+            // it (no peeking on a connection that has sent a whole head already).
+            let (tcp, timer) = client.parts();
+            match head::idle(tcp, s.keepalive_timeout, timer, &mut shutdown).await {
+                head::Wait::Ready => {
+                    client.expect_head(Some(tokio::time::Instant::now() + s.header_timeout))
+                }
+                head::Wait::IdleTimeout => {
+                    self.stats
+                        .keepalive_timeouts
+                        .fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                _ => return,
+            }
+        }
+    }
+
+    /// Waits for a first complete request head on `tcp` (see [`head::wait`]); false when the
+    /// connection is to be closed instead, counting why.
+    async fn head(
+        &self,
+        tcp: &TcpStream,
+        timer: &mut Pin<Box<Sleep>>,
+        shutdown: &mut ShutdownWatch,
+    ) -> bool {
+        match head::wait(tcp, timer, shutdown).await {
+            head::Wait::Ready => true,
+            head::Wait::HeaderTimeout => {
+                self.stats.header_timeouts.fetch_add(1, Ordering::Relaxed);
+                debug!("closing a connection: no complete request head in time");
+                false
+            }
+            head::Wait::IdleTimeout | head::Wait::Closed | head::Wait::Shutdown => false,
         }
     }
 }
