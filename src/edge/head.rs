@@ -164,28 +164,34 @@ pub struct Scan {
 
 impl Scan {
     /// Takes the next bytes; true once the head is complete (what follows is not looked at).
+    /// Only the line ends are looked for (SIMD search): a request's bytes cost a few
+    /// instructions per line, not per byte.
     pub fn feed(&mut self, bytes: &[u8]) -> bool {
-        for &b in bytes {
-            if b == b'\n' {
-                if self.line > 0 {
-                    self.some_line = true;
-                } else if self.some_line {
-                    return true;
-                }
-                self.line = 0;
-                self.cr = false;
-            } else {
-                // A `\r` counts only once another byte follows it on the line.
-                if self.cr {
-                    self.line += 1;
-                }
-                self.cr = b == b'\r';
-                if !self.cr {
-                    self.line += 1;
-                }
+        let mut rest = bytes;
+        while let Some(end) = memchr::memchr(b'\n', rest) {
+            self.take(&rest[..end]);
+            if self.line > 0 {
+                self.some_line = true;
+            } else if self.some_line {
+                return true;
             }
+            self.line = 0;
+            self.cr = false;
+            rest = &rest[end + 1..];
         }
+        self.take(rest);
         false
+    }
+
+    /// Bytes of the current line (no `\n` among them): each counts, but a `\r` only once
+    /// another byte follows it on the line.
+    fn take(&mut self, bytes: &[u8]) {
+        let Some(&last) = bytes.last() else { return };
+        let last_cr = last == b'\r';
+        self.line = self
+            .line
+            .saturating_add(usize::from(self.cr) + bytes.len() - usize::from(last_cr));
+        self.cr = last_cr;
     }
 }
 
@@ -225,5 +231,59 @@ mod tests {
         ));
         assert!(complete(b"GET / HTTP/1.1\r\nX: \r\r\n\r\n"));
         assert!(!complete(b"GET / HTTP/1.1\r\n\r\r\n"));
+    }
+
+    /// Where the head ends, by the definition, one byte at a time: the index just past the
+    /// `\n` of the first empty line (nothing, or one `\r`) that follows a non-empty one.
+    fn end_by_definition(bytes: &[u8]) -> Option<usize> {
+        let mut some_line = false;
+        let mut start = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            if b == b'\n' {
+                let line = &bytes[start..i];
+                if line.is_empty() || line == b"\r" {
+                    if some_line {
+                        return Some(i + 1);
+                    }
+                } else {
+                    some_line = true;
+                }
+                start = i + 1;
+            }
+        }
+        None
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn scan_in_any_pieces_agrees_with_the_definition(
+            bytes in proptest::collection::vec(
+                proptest::sample::select(vec![b'\r', b'\n', b'a', b' ']), 0..40),
+            cuts in proptest::collection::vec(0usize..40, 0..6),
+        ) {
+            let want = end_by_definition(&bytes);
+            let mut cuts: Vec<usize> = cuts.into_iter().filter(|&c| c <= bytes.len()).collect();
+            cuts.push(0);
+            cuts.push(bytes.len());
+            cuts.sort_unstable();
+            let mut scan = Scan::default();
+            let mut done_at = None;
+            for w in cuts.windows(2) {
+                if scan.feed(&bytes[w[0]..w[1]]) {
+                    done_at = Some(w[1]);
+                    break;
+                }
+            }
+            // Complete within the piece that holds the end, and not before.
+            match want {
+                Some(end) => {
+                    let piece_end = done_at.expect("complete");
+                    proptest::prop_assert!(piece_end >= end);
+                    proptest::prop_assert!(!complete(&bytes[..end - 1]));
+                    proptest::prop_assert!(complete(&bytes[..end]));
+                }
+                None => proptest::prop_assert_eq!(done_at, None),
+            }
+        }
     }
 }
