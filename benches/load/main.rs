@@ -1,8 +1,8 @@
 //! End-to-end load test (issue #4): posthook between a load generator and a cheap Mattermost
 //! stand-in, compared with the same traffic sent directly, through nginx and through a bare
-//! Pingora proxy, all on 127.0.0.1, scenarios alternated in rounds so that machine drift hits
-//! each alike. Every number printed comes from the run that prints it; BENCHMARKS.md explains
-//! how to read them.
+//! Pingora proxy, all on 127.0.0.1, scenarios alternated in rounds (every other round in
+//! reverse order) so that machine drift hits each alike. Every number printed comes from the
+//! run that prints it; BENCHMARKS.md explains how to read them.
 //!
 //! ```text
 //! cargo bench --bench load                 # full run, 5 rounds, 9–10 minutes
@@ -552,10 +552,17 @@ fn run(opts: Opts) {
         opts: opts.clone(),
     };
     for round in 0..opts.rounds {
-        for s in &main_scenarios {
+        // Every other round runs them in reverse order, so that the machine's drift within a
+        // round favours neither side of a ratio.
+        let order: Vec<&Scenario> = if round % 2 == 0 {
+            main_scenarios.iter().collect()
+        } else {
+            main_scenarios.iter().rev().collect()
+        };
+        for s in &order {
             r.phase(round, s, Mode::Closed, 0.0, opts.closed_measure);
         }
-        for s in &main_scenarios {
+        for s in &order {
             r.phase(round, s, Mode::Open, opts.open_rate, opts.open_measure);
         }
         r.phase(round, &c10k, Mode::Open, opts.c10k_rate, opts.c10k_measure);

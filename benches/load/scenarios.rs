@@ -338,7 +338,9 @@ fn thread_ticks(pid: u32) -> BTreeMap<String, u64> {
                 (Some(a), Some(b)) if a < b => text[a + 1..b].to_string(),
                 _ => continue,
             };
-            let name = if name.starts_with("Pingora") {
+            // Pingora names a service's threads after the service: "Pingora HTTP Proxy
+            // Service" before posthook had its own edge, "posthook proxy" since.
+            let name = if name.starts_with("Pingora") || name.starts_with("posthook proxy") {
                 "proxy (Pingora service)".to_string()
             } else if name.contains("webhook") {
                 "webhook dispatcher".to_string()
