@@ -78,24 +78,36 @@ def connect_many(port, n, payload):
     return socks
 
 
-def closed_by_server(socks, within):
-    """Which of `socks` the server closes within `within` seconds: {socket: seconds}."""
+def watch(socks):
+    """A selector over `socks` (made non-blocking), to see which the server closes."""
     sel = selectors.DefaultSelector()
     for s in socks:
         s.setblocking(False)
         sel.register(s, selectors.EVENT_READ)
+    return sel
+
+
+def note_closed(sel, closed, start):
+    """Waits up to 0.2 s; each socket the server closed meanwhile goes into `closed` with the
+    seconds since `start`."""
+    for key, _ in sel.select(timeout=0.2):
+        s = key.fileobj
+        try:
+            data = s.recv(65536)
+        except ConnectionError:
+            data = b""
+        if not data:
+            closed[s] = time.monotonic() - start
+            sel.unregister(s)
+
+
+def closed_by_server(socks, within):
+    """Which of `socks` the server closes within `within` seconds: {socket: seconds}."""
+    sel = watch(socks)
     start = time.monotonic()
     closed = {}
     while time.monotonic() - start < within and len(closed) < len(socks):
-        for key, _ in sel.select(timeout=0.2):
-            s = key.fileobj
-            try:
-                data = s.recv(65536)
-            except ConnectionError:
-                data = b""
-            if not data:
-                closed[s] = time.monotonic() - start
-                sel.unregister(s)
+        note_closed(sel, closed, start)
     sel.close()
     return closed
 
@@ -108,6 +120,23 @@ def close_all(socks):
 def settle(pid, secs=3.0):
     time.sleep(secs)
     return rss_kib(pid)
+
+
+def memory_probe(pid, listen, label, payload, answered, wait):
+    """3 000 connections that each send `payload` (and read the answer, if `answered`), held
+    for `wait` seconds: posthook's RSS before, with them, and 3 s after they closed."""
+    before = rss_kib(pid)
+    socks = connect_many(listen, 3000, payload)
+    if answered:
+        for s in socks:
+            got = s.recv(4096)
+            assert got.startswith(b"HTTP/1.1 200"), got[:40]
+    time.sleep(wait)
+    with_ = rss_kib(pid)
+    close_all(socks)
+    after = settle(pid)
+    print(f"{label} 3000: RSS {before} -> {with_} KiB ({(with_ - before) / 3000:.1f} KiB "
+          f"each); 3 s after they closed {after} KiB")
 
 
 def main():
@@ -146,51 +175,19 @@ def main():
         start = rss_kib(pid)
         print(f"RSS at start: {start} KiB")
 
-        # half-open
-        before = rss_kib(pid)
-        socks = connect_many(listen, 3000, HALF)
-        time.sleep(1.5)
-        with_ = rss_kib(pid)
-        close_all(socks)
-        after = settle(pid)
-        print(f"half-open  3000: RSS {before} -> {with_} KiB ({(with_ - before) / 3000:.1f} KiB "
-              f"each); 3 s after they closed {after} KiB")
-
-        # idle keep-alive
-        before = rss_kib(pid)
-        socks = connect_many(listen, 3000, PING)
-        for s in socks:
-            got = s.recv(4096)
-            assert got.startswith(b"HTTP/1.1 200"), got[:40]
-        time.sleep(2.5)
-        with_ = rss_kib(pid)
-        close_all(socks)
-        after = settle(pid)
-        print(f"idle       3000: RSS {before} -> {with_} KiB ({(with_ - before) / 3000:.1f} KiB "
-              f"each); 3 s after they closed {after} KiB")
+        memory_probe(pid, listen, "half-open ", HALF, answered=False, wait=1.5)
+        memory_probe(pid, listen, "idle      ", PING, answered=True, wait=2.5)
 
         # slowloris: a header line every 5 s
         before = rss_kib(pid)
         socks = connect_many(listen, 200, b"GET / HTTP/1.1\r\nHost: x\r\n")
-        for s in socks:
-            s.setblocking(False)
         limit = 40 if args.quick else 80
+        sel = watch(socks)
         t0 = time.monotonic()
         closed = {}
-        sel = selectors.DefaultSelector()
-        for s in socks:
-            sel.register(s, selectors.EVENT_READ)
         next_line, line = t0 + 5, 0
         while time.monotonic() - t0 < limit and len(closed) < len(socks):
-            for key, _ in sel.select(timeout=0.2):
-                s = key.fileobj
-                try:
-                    data = s.recv(4096)
-                except ConnectionError:
-                    data = b""
-                if not data:
-                    closed[s] = time.monotonic() - t0
-                    sel.unregister(s)
+            note_closed(sel, closed, t0)
             if time.monotonic() >= next_line:
                 line += 1
                 for s in socks:

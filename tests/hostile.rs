@@ -86,6 +86,15 @@ async fn settled(pid: u32, before: u64) -> (u64, Duration) {
     }
 }
 
+/// Opens `n` connections that each send `bytes` and waits until posthook holds them all, then
+/// half a second more; returns them and posthook's RSS then (KiB).
+async fn hold(edge: &Edge, n: usize, bytes: &'static [u8]) -> (Vec<TcpStream>, u64) {
+    let conns = open(edge.p.addr, n, bytes).await;
+    wait_open(edge, n as u64).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    (conns, rss_kib(edge.p.child.id()))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_half_open_connections_cost_little_and_memory_returns() {
     let edge = Edge::start("", "").await;
@@ -97,15 +106,12 @@ async fn idle_and_half_open_connections_cost_little_and_memory_returns() {
     let before = rss_kib(pid);
 
     // Half a request head, then nothing.
-    let half_open = open(
-        addr,
+    let (half_open, with_half_open) = hold(
+        &edge,
         n,
         b"POST /api/v4/posts HTTP/1.1\r\nHost: x\r\nContent-Ty",
     )
     .await;
-    wait_open(&edge, n as u64).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let with_half_open = rss_kib(pid);
     drop(half_open);
     wait_open(&edge, 0).await;
     // What the half-open flood left (tokio's registrations are kept for reuse) is the base.
@@ -140,15 +146,12 @@ async fn idle_and_half_open_connections_cost_little_and_memory_returns() {
 
     // Memory that had to be taken: uploads stalled half-way hold a whole proxy session each.
     let base_stalled = rss_kib(pid);
-    let stalled = open(
-        addr,
+    let (stalled, with_stalled) = hold(
+        &edge,
         n,
         b"POST /api/v4/files HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nhalf",
     )
     .await;
-    wait_open(&edge, n as u64).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let with_stalled = rss_kib(pid);
     drop(stalled);
     let (after, took) = settled(pid, before).await;
 
