@@ -8,13 +8,17 @@
 use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use log::debug;
 use pingora::server::ShutdownWatch;
 use tokio::io::{Interest, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
+
+use crate::stats::Stats;
 
 /// How much of a head is looked at. A head still incomplete at this size is handed to
 /// Pingora as it is (which reads on, up to its own limit, the head's deadline still running):
@@ -24,6 +28,13 @@ pub const WINDOW: usize = 64 * 1024;
 thread_local! {
     /// One peek buffer per worker thread, not per connection.
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A connection is closed because its request head did not arrive in time: counted, and
+/// logged at debug level (a slowloris flood must not flood the log).
+pub fn header_timeout(stats: &Stats) {
+    stats.header_timeouts.fetch_add(1, Ordering::Relaxed);
+    debug!("closing a connection: no complete request head in time");
 }
 
 /// How the wait for a head ended.
@@ -48,9 +59,8 @@ pub async fn wait(
     timer: &mut Pin<Box<Sleep>>,
     shutdown: &mut ShutdownWatch,
 ) -> Wait {
-    let mut seen = 0;
     // The usual case: the head is there already.
-    match peek(tcp, &mut seen) {
+    match peek(tcp) {
         Ok(Peeked::Complete) => return Wait::Ready,
         Ok(Peeked::Empty) => return Wait::Closed,
         Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Wait::Closed,
@@ -70,7 +80,7 @@ pub async fn wait(
         let Ok(ready) = ready else {
             return Wait::Closed;
         };
-        match tcp.try_io(Interest::READABLE, || peek(tcp, &mut seen)) {
+        match tcp.try_io(Interest::READABLE, || peek(tcp)) {
             Ok(Peeked::Complete) => return Wait::Ready,
             Ok(Peeked::Empty) => return Wait::Closed,
             Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Wait::Closed,
@@ -117,10 +127,9 @@ enum Peeked {
     Empty,
 }
 
-/// Looks at what the socket holds. `WouldBlock` when there is nothing new (which, inside
-/// `try_io`, clears the readiness so that the next wait is for new bytes); `seen` is how much
-/// was there.
-fn peek(tcp: &TcpStream, seen: &mut usize) -> io::Result<Peeked> {
+/// Looks at what the socket holds. `WouldBlock` while the head is incomplete (which, inside
+/// `try_io`, clears the readiness so that the next wait is for new bytes).
+fn peek(tcp: &TcpStream) -> io::Result<Peeked> {
     SCRATCH.with_borrow_mut(|buf| {
         if buf.len() < WINDOW {
             buf.resize(WINDOW, 0);
@@ -137,10 +146,6 @@ fn peek(tcp: &TcpStream, seen: &mut usize) -> io::Result<Peeked> {
         if n >= WINDOW || complete(read.filled()) {
             return Ok(Peeked::Complete);
         }
-        if n == *seen {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        *seen = n;
         Err(io::ErrorKind::WouldBlock.into())
     })
 }

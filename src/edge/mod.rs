@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use log::{debug, error, info, warn};
+use log::{error, info, warn};
 use pingora::apps::{HttpPersistentSettings, HttpServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::server::{ListenFds, ShutdownWatch};
@@ -253,8 +253,9 @@ impl<A: HttpServerApp + Send + Sync + 'static> Conn<A> {
                         .and_then(|o| o.keepalive_request_limit),
                 ),
             }
-            // Pingora's keep-alive value bounds each read of a head longer than the peeked
-            // window; the wait between requests is ours.
+            // A keep-alive value is what lets Pingora hand the connection back for another
+            // request (it also bounds each read of a head); the head's deadline and the wait
+            // between requests are ours.
             if *shutdown.borrow() || s.keepalive_timeout.is_zero() {
                 session.set_keepalive(None);
             } else {
@@ -300,8 +301,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> Conn<A> {
         match head::wait(tcp, timer, shutdown).await {
             head::Wait::Ready => true,
             head::Wait::HeaderTimeout => {
-                self.stats.header_timeouts.fetch_add(1, Ordering::Relaxed);
-                debug!("closing a connection: no complete request head in time");
+                head::header_timeout(&self.stats);
                 false
             }
             head::Wait::IdleTimeout | head::Wait::Closed | head::Wait::Shutdown => false,

@@ -11,13 +11,11 @@ use std::future::Future;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use log::debug;
 use pingora::protocols::l4::socket::SocketAddr;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::{
@@ -124,8 +122,7 @@ impl AsyncRead for ClientStream {
         };
         if this.timer.as_mut().poll(cx).is_ready() {
             this.head = None;
-            this.stats.header_timeouts.fetch_add(1, Ordering::Relaxed);
-            debug!("closing a connection: no complete request head in time");
+            super::head::header_timeout(&this.stats);
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "no complete request head in time",
